@@ -1,0 +1,137 @@
+"""Public entry points: optimize, disable, reset, summary, dump."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Union
+
+import torch
+
+from .backend import Session, session_of
+from .config import DBCacheConfig, coerce_config
+from .patterns.regions import count_module_blocks
+from .runtime import CacheStats
+
+_MISSING = object()
+
+
+@dataclass
+class _Optimized:
+    """What ``optimize`` changed on a module, so ``disable`` can put it back exactly."""
+
+    session: Session
+    instance_forward: Any  # the module's own ``forward`` attribute before, or _MISSING
+    compiled: Callable
+    fallback_reason: Optional[str] = None
+
+
+_OPTIMIZED: "weakref.WeakKeyDictionary[torch.nn.Module, _Optimized]" = weakref.WeakKeyDictionary()
+
+
+def optimize(
+    model: torch.nn.Module,
+    config: Union[DBCacheConfig, Mapping[str, Any], None] = None,
+    *,
+    compile: bool = False,
+) -> torch.nn.Module:
+    """Make ``model`` (a DiT transformer) skip its middle blocks on steps where DBCache allows.
+
+    Returns the same module object with ``forward`` replaced. The forward is captured by
+    TorchDynamo on the first call (and again per new input shape), rewritten into head / body /
+    tail around a cache decision, and run as Python (``compile=False``) or with the partitions
+    compiled by Inductor (``compile=True``). Anything the rewrite cannot handle runs the original
+    forward with one warning saying why.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"optimize expects a transformer nn.Module, got {type(model).__name__}")
+    if not isinstance(compile, bool):
+        raise ValueError(f"optimize(compile=...) must be a bool, got {compile!r}")
+    cfg = coerce_config(config)
+    num_blocks = count_module_blocks(model)
+    if num_blocks:
+        cfg.check_block_count(num_blocks)
+    if model in _OPTIMIZED:
+        disable(model)
+    session = Session(cfg, lowering="inductor" if compile else "eager")
+    original = type(model).forward.__get__(model)
+    compiled = torch.compile(original, backend=session, fullgraph=True, dynamic=False)
+    state = _Optimized(session, model.__dict__.get("forward", _MISSING), compiled)
+    _OPTIMIZED[model] = state
+    model.forward = _make_forward(weakref.ref(model), original, state)
+    return model
+
+
+def _make_forward(model_ref, original: Callable, state: _Optimized) -> Callable:
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        if state.fallback_reason is not None:
+            return original(*args, **kwargs)
+        try:
+            return state.compiled(*args, **kwargs)
+        except torch._dynamo.exc.TorchDynamoException as exc:
+            # Capture failed: run the original. If that fails too, the input was the problem.
+            out = original(*args, **kwargs)
+            state.fallback_reason = f"could not capture the forward as one graph: {_first_line(exc)}"
+            warnings.warn(
+                f"dit_fx: running the model unmodified (no caching): {state.fallback_reason}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return out
+
+    forward.__dit_fx__ = True  # type: ignore[attr-defined]
+    return forward
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _session(model: torch.nn.Module) -> Session:
+    state = _OPTIMIZED.get(model)
+    if state is not None:
+        return state.session
+    session = session_of(model)
+    if session is None:
+        raise ValueError("model is not optimized by dit_fx (call dit_fx.optimize or torch.compile(backend='dit_fx'))")
+    return session
+
+
+def disable(model: torch.nn.Module) -> torch.nn.Module:
+    """Restore the original forward exactly; the cache state is dropped."""
+    state = _OPTIMIZED.pop(model, None)
+    if state is None:
+        raise ValueError("model is not optimized by dit_fx.optimize")
+    if state.instance_forward is _MISSING:
+        del model.forward
+    else:
+        model.forward = state.instance_forward
+    return model
+
+
+def reset(model: torch.nn.Module) -> None:
+    """Start a new generation at the next call: cached residuals and statistics are cleared."""
+    _session(model).cache.reset()
+
+
+def summary(model: torch.nn.Module) -> CacheStats:
+    """Statistics of the current generation: ``cached_steps``, ``residual_diffs``, ``executed_steps``."""
+    return copy.deepcopy(_session(model).cache.stats)
+
+
+def plan(model: torch.nn.Module):
+    """The plan of the most recent capture (None before the first call)."""
+    record = _session(model).last_record
+    return record.plan if record else None
+
+
+def dump(model: torch.nn.Module, directory: str) -> str:
+    """Write plan.json, the captured graph and the glue/head/body/tail code to ``directory``."""
+    from .dump import write_dump
+
+    return write_dump(_session(model), directory)

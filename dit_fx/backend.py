@@ -1,0 +1,160 @@
+"""The one compile path behind both entry points: Dynamo graph -> plan -> passes -> lowering.
+
+``dit_fx.optimize`` wraps ``transformer.forward`` in ``torch.compile(..., backend=<a Session>)``;
+``torch.compile(model, backend="dit_fx", options=...)`` reaches ``dit_fx_backend`` through the
+``torch_dynamo_backends`` entry point. Both end in ``Session.__call__``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Mapping, Optional, Sequence
+
+import torch
+import torch.fx as fx
+from torch.utils.weak import WeakIdKeyDictionary
+
+from .capture import StaticInputs, bound_copy, find_static_inputs, graph_break_reason
+from .config import DBCacheConfig, coerce_config
+from .lowering import lower
+from .passes import run_passes
+from .patterns import Plan, build_plan
+from .runtime import CacheContext
+
+log = logging.getLogger(__name__)
+
+BACKEND_OPTIONS = ("config", "compile", "dump_dir")
+
+# Parameter -> Session, so ``dit_fx.summary(model)`` finds the state of a torch.compile'd model
+# without storing anything on the user's module.
+_SESSIONS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()
+
+
+@dataclass
+class CompileRecord:
+    """What one Dynamo capture produced (kept for ``dit_fx.dump``)."""
+
+    plan: Plan
+    captured: Optional[fx.GraphModule]
+    glue: Optional[fx.GraphModule]
+    activation_names: List[str] = field(default_factory=list)
+
+
+class Session:
+    """Config, cache state and compile records of one optimized transformer."""
+
+    def __init__(self, config: DBCacheConfig, lowering: str = "eager", dump_dir: Optional[str] = None):
+        self.config = config
+        self.lowering = lowering
+        self.dump_dir = dump_dir or os.environ.get("DIT_FX_DUMP_DIR") or None
+        self.cache = CacheContext(config)
+        self.records: List[CompileRecord] = []
+        self.__name__ = "dit_fx"  # Dynamo names backends by __name__
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        try:
+            record, runner = self.compile(gm, example_inputs)
+        except Exception as exc:  # a bug of ours must not break the user's model
+            log.debug("dit_fx compile failed", exc_info=True)
+            reason = f"dit_fx could not process the captured graph: {exc!r}"
+            _warn_unmodified(reason)
+            record, runner = CompileRecord(Plan(reason=reason), None, None), gm.forward
+        self.records.append(record)
+        if self.dump_dir:
+            from .dump import write_dump
+
+            write_dump(self, self.dump_dir)
+        return runner
+
+    def compile(self, gm: fx.GraphModule, example_inputs: Sequence[Any]):
+        reason = graph_break_reason()
+        static = find_static_inputs(gm, example_inputs)
+        for tensor in example_inputs:
+            if isinstance(tensor, torch.nn.Parameter):
+                _SESSIONS[tensor] = self
+        bound = bound_copy(gm, static)
+        plan = Plan(reason=reason) if reason else build_plan(bound.graph, self.config.fn_blocks, self.config.bn_blocks)
+        names = [n.name for n in bound.graph.nodes if n.op == "placeholder"]
+        if not plan.supported:
+            _warn_unmodified(plan.reason)
+            return CompileRecord(plan, bound, None, names), gm.forward
+        try:
+            # Rewrite a copy of the graph (parameters stay shared): a failure leaves the capture intact.
+            working = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="DBCacheGlue")
+            working.meta["dit_fx_static_inputs"] = static.by_placeholder
+            glue = run_passes(working, plan, self.config)
+            glue.cache = self.cache
+            glue = lower(glue, self.lowering)
+        except Exception as exc:  # never silently wrong: fall back to the captured graph, loudly
+            log.debug("dit_fx rewrite failed", exc_info=True)
+            plan = Plan(blocks=plan.blocks, block_lists=plan.block_lists, reason=f"rewrite failed: {exc!r}")
+            _warn_unmodified(plan.reason)
+            return CompileRecord(plan, bound, None, names), gm.forward
+        return CompileRecord(plan, bound, glue, names), _select_activations(glue, static)
+
+    @property
+    def last_record(self) -> Optional[CompileRecord]:
+        return self.records[-1] if self.records else None
+
+
+def _select_activations(glue: fx.GraphModule, static: StaticInputs) -> Callable:
+    idx = static.activation_indices
+
+    def run(*args):
+        return glue(*[args[i] for i in idx])
+
+    run.glue = glue  # type: ignore[attr-defined]
+    return run
+
+
+def _warn_unmodified(reason: Optional[str]) -> None:
+    warnings.warn(f"dit_fx: running the model unmodified (no caching): {reason}", RuntimeWarning, stacklevel=3)
+
+
+def session_of(model: torch.nn.Module) -> Optional[Session]:
+    """The session that compiled ``model`` through the backend (found by its parameters)."""
+    for p in model.parameters():
+        session = _SESSIONS.get(p)
+        if session is not None:
+            return session
+    return None
+
+
+def parse_backend_options(options: Optional[Mapping[str, Any]]) -> Session:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(BACKEND_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown dit_fx backend option(s) {unknown}; known: {list(BACKEND_OPTIONS)}")
+    compile_flag = options.get("compile", True)
+    if not isinstance(compile_flag, bool):
+        raise ValueError(f"dit_fx backend option 'compile' must be a bool, got {compile_flag!r}")
+    dump_dir = options.get("dump_dir")
+    if dump_dir is not None and not isinstance(dump_dir, (str, os.PathLike)):
+        raise ValueError(f"dit_fx backend option 'dump_dir' must be a path, got {dump_dir!r}")
+    return Session(
+        coerce_config(options.get("config")),
+        lowering="inductor" if compile_flag else "eager",
+        dump_dir=os.fspath(dump_dir) if dump_dir is not None else None,
+    )
+
+
+def dit_fx_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options: Optional[Mapping[str, Any]] = None):
+    """``torch.compile(model, backend="dit_fx", options={"config": cfg, "compile": True})``.
+
+    Options: ``config`` (DBCacheConfig or dict), ``compile`` (Inductor for head/body/tail, default
+    True), ``dump_dir``. Recompiles of the same model (new resolution) share one cache session.
+    """
+    fresh = parse_backend_options(options)
+    params = [t for t in example_inputs if isinstance(t, torch.nn.Parameter)]
+    existing = next((_SESSIONS[p] for p in params[:1] if p in _SESSIONS), None)
+    same = existing is not None and (existing.config, existing.lowering, existing.dump_dir) == (
+        fresh.config,
+        fresh.lowering,
+        fresh.dump_dir,
+    )
+    session = existing if same else fresh
+    return session(gm, example_inputs)

@@ -1,0 +1,120 @@
+"""TorchDynamo capture helpers: bind lifted parameters back onto the graph, detect graph breaks.
+
+Dynamo lifts every parameter and buffer to a graph input. ``bind_placeholders`` turns those
+placeholders into ``get_attr`` nodes that reference the very same tensors (no copies), so the
+rewritten partitions take only activations and print with readable names.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.fx as fx
+
+from .patterns.regions import module_stack
+
+_ATTR = re.compile(r"_(parameters|buffers)_(\w+?)_?$")
+
+
+@dataclass(frozen=True)
+class StaticInputs:
+    """Dynamo inputs that are parameters/buffers: placeholder name -> (readable name, tensor)."""
+
+    by_placeholder: Dict[str, Tuple[str, torch.Tensor]]
+    activation_indices: Tuple[int, ...]
+
+
+def _is_static_input(node: fx.Node, example: object) -> bool:
+    if isinstance(example, torch.nn.Parameter):
+        return True
+    tensor_dict = node.meta.get("tensor_dict") or {}
+    return isinstance(example, torch.Tensor) and "_dynamo_static_input_type" in tensor_dict
+
+
+def _attr_name(node: fx.Node, taken: set) -> str:
+    """``transformer_blocks.0.attn.to_q.weight`` from the owner module path and Dynamo's name."""
+    match = _ATTR.search(node.name)
+    stack = module_stack(node)
+    if match and stack and stack[-1][0]:
+        name = ".".join(stack[-1][0] + (match.group(2),))
+    else:
+        name = re.sub(r"\W", "_", node.name).strip("_")
+    candidate, i = name, 1
+    while candidate in taken:
+        candidate, i = f"{name}_{i}", i + 1
+    taken.add(candidate)
+    return candidate
+
+
+def find_static_inputs(gm: fx.GraphModule, example_inputs: Sequence[object]) -> StaticInputs:
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(example_inputs):
+        raise ValueError(f"graph has {len(placeholders)} inputs but {len(example_inputs)} examples")
+    taken: set = set()
+    static: Dict[str, Tuple[str, torch.Tensor]] = {}
+    activations: List[int] = []
+    for i, (node, example) in enumerate(zip(placeholders, example_inputs)):
+        if _is_static_input(node, example):
+            static[node.name] = (_attr_name(node, taken), example)
+        else:
+            activations.append(i)
+    return StaticInputs(static, tuple(activations))
+
+
+def bind_placeholders(gm: fx.GraphModule, binding: Dict[str, Tuple[str, torch.Tensor]]) -> fx.GraphModule:
+    """In place: each placeholder named in ``binding`` becomes a ``get_attr`` of that tensor (no copy)."""
+    graph = gm.graph
+    first_op = next((n for n in graph.nodes if n.op != "placeholder"), None)
+    for node in [n for n in graph.nodes if n.op == "placeholder" and n.name in binding]:
+        name, tensor = binding[node.name]
+        _set_nested(gm, name, tensor)
+        with graph.inserting_before(first_op):
+            attr = graph.get_attr(name)
+        attr.meta = dict(node.meta)
+        node.replace_all_uses_with(attr)
+        graph.erase_node(node)
+    graph.lint()
+    gm.recompile()
+    return gm
+
+
+def bound_copy(gm: fx.GraphModule, static: StaticInputs) -> fx.GraphModule:
+    """A copy of the captured graph with parameters bound (for analysis and dumps)."""
+    copy_gm = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="CapturedTransformer")
+    return bind_placeholders(copy_gm, static.by_placeholder)
+
+
+def _set_nested(root: torch.nn.Module, dotted: str, tensor: torch.Tensor) -> None:
+    *path, leaf = dotted.split(".")
+    mod = root
+    for part in path:
+        if not hasattr(mod, part):
+            mod.add_module(part, torch.nn.Module())
+        mod = getattr(mod, part)
+    if isinstance(tensor, torch.nn.Parameter):
+        mod.register_parameter(leaf, tensor)
+    else:
+        mod.register_buffer(leaf, tensor)
+
+
+def graph_break_reason() -> Optional[str]:
+    """Inside a Dynamo backend call: why the graph is partial (a graph break), or None."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+    except Exception:  # no translator: not called from Dynamo (e.g. a test passing a graph directly)
+        return None
+    if tx is None:
+        return None
+    if tx.f_code.co_name.startswith("torch_dynamo_resume_in"):
+        return "graph break: this graph resumes after an earlier break, so it misses the model's start"
+    reason = getattr(tx.output, "compile_subgraph_reason", None)
+    if reason is not None and getattr(reason, "graph_break", False):
+        first = str(getattr(reason, "reason", "")).strip().splitlines()[:1]
+        return "graph break: " + (first[0] if first else "the forward could not be captured whole")
+    return None

@@ -1,0 +1,98 @@
+"""User-facing configuration: what to cache and when.
+
+Every field is validated at construction; a bad value raises ``ValueError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"DBCacheConfig.{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"DBCacheConfig.{name} must be >= {minimum}, got {value}")
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"DBCacheConfig.{name} must be a number, got {type(value).__name__} {value!r}")
+
+
+@dataclass(frozen=True)
+class DBCacheConfig:
+    """Dual Block Cache: run the first ``fn_blocks`` and last ``bn_blocks`` blocks every step; skip
+    the blocks between them when the first blocks' residual barely changed since the last computed step.
+
+    Trade-off: a larger ``residual_diff_threshold`` (or smaller ``fn_blocks``) caches more steps and
+    runs faster but drifts further from the uncached result; ``bn_blocks > 0`` corrects part of that
+    drift at the cost of running those blocks on every step.
+
+    fn_blocks: blocks always computed at the front; their residual is the change detector (>= 1).
+    bn_blocks: blocks always computed at the back (>= 0).
+    residual_diff_threshold: cache a step iff mean|ref - cur| / mean|ref| < this; <= 0 never caches.
+    max_warmup_steps / warmup_interval: steps in ``range(0, max_warmup_steps, warmup_interval)``
+        always compute.
+    max_cached_steps: at most this many cached steps per generation (-1: unlimited).
+    max_continuous_cached_steps: at most this many cached steps in a row (-1: unlimited). Plain
+        definition: after N consecutive cached steps the next step computes. (cache-dit counts
+        this differently; we do not copy its counter.)
+    max_accumulated_residual_diff_threshold: once the sum of recorded diffs in this generation
+        reaches it, every later step computes (None: off).
+    num_inference_steps: if set, call N+1 starts a new generation (buffers and stats cleared).
+    """
+
+    fn_blocks: int = 8
+    bn_blocks: int = 0
+    residual_diff_threshold: float = 0.08
+    max_warmup_steps: int = 8
+    warmup_interval: int = 1
+    max_cached_steps: int = -1
+    max_continuous_cached_steps: int = -1
+    max_accumulated_residual_diff_threshold: Optional[float] = None
+    num_inference_steps: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _check_int("fn_blocks", self.fn_blocks, 1)
+        _check_int("bn_blocks", self.bn_blocks, 0)
+        _check_number("residual_diff_threshold", self.residual_diff_threshold)
+        _check_int("max_warmup_steps", self.max_warmup_steps, 0)
+        _check_int("warmup_interval", self.warmup_interval, 1)
+        _check_int("max_cached_steps", self.max_cached_steps, -1)
+        _check_int("max_continuous_cached_steps", self.max_continuous_cached_steps, -1)
+        if self.max_accumulated_residual_diff_threshold is not None:
+            _check_number("max_accumulated_residual_diff_threshold", self.max_accumulated_residual_diff_threshold)
+            if self.max_accumulated_residual_diff_threshold <= 0:
+                raise ValueError("DBCacheConfig.max_accumulated_residual_diff_threshold must be > 0 or None")
+        if self.num_inference_steps is not None:
+            _check_int("num_inference_steps", self.num_inference_steps, 1)
+
+    def check_block_count(self, num_blocks: int) -> None:
+        """Raise if this config cannot be applied to a model with ``num_blocks`` blocks."""
+        if self.fn_blocks + self.bn_blocks >= num_blocks:
+            raise ValueError(
+                f"DBCacheConfig.fn_blocks + bn_blocks ({self.fn_blocks} + {self.bn_blocks}) must be < the "
+                f"number of transformer blocks ({num_blocks}) so at least one block can be cached"
+            )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "DBCacheConfig":
+        """Build from a plain dict; unknown keys raise ``ValueError`` naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DBCacheConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def coerce_config(config: "DBCacheConfig | Mapping[str, Any] | None") -> DBCacheConfig:
+    if config is None:
+        return DBCacheConfig()
+    if isinstance(config, DBCacheConfig):
+        return config
+    if isinstance(config, Mapping):
+        return DBCacheConfig.from_dict(config)
+    raise ValueError(f"config must be a DBCacheConfig, a dict or None, got {type(config).__name__}")

@@ -1,0 +1,49 @@
+"""Offline dump of what dit_fx did: plan and graphs as files a person can read."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+from .lowering import PARTITION_NAMES, partition_module
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .backend import Session
+
+
+def write_dump(session: "Session", directory: str) -> str:
+    """One folder per capture (``capture_0``, ...) plus ``plan.json`` of the latest at the top."""
+    if not session.records:
+        raise ValueError("nothing to dump yet: call the model once so dit_fx can capture it")
+    os.makedirs(directory, exist_ok=True)
+    for i, record in enumerate(session.records):
+        sub = os.path.join(directory, f"capture_{i}")
+        os.makedirs(sub, exist_ok=True)
+        data = {"config": _config_dict(session), "lowering": session.lowering, "inputs": record.activation_names}
+        data.update(record.plan.to_json())
+        _write(sub, "plan.json", json.dumps(data, indent=2, default=str))
+        _write(sub, "plan.txt", str(record.plan))
+        if record.captured is not None:
+            _write(sub, "captured_graph.py", record.captured.print_readable(print_output=False))
+        if record.glue is not None:
+            _write(sub, "glue.py", record.glue.code)
+            for name in PARTITION_NAMES:
+                mod = partition_module(record.glue, name)
+                if mod is not None:
+                    _write(sub, f"{name}.py", mod.print_readable(print_output=False))
+    latest = os.path.join(directory, f"capture_{len(session.records) - 1}", "plan.json")
+    with open(latest) as src:
+        _write(directory, "plan.json", src.read())
+    return directory
+
+
+def _config_dict(session: "Session") -> dict:
+    from dataclasses import asdict
+
+    return asdict(session.config)
+
+
+def _write(directory: str, name: str, text: str) -> None:
+    with open(os.path.join(directory, name), "w") as f:
+        f.write(text)

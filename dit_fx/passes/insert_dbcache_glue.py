@@ -1,0 +1,76 @@
+"""Replace the parent graph's call of ``body`` by the DBCache decision and a guarded middle.
+
+After this pass the parent graph reads like the algorithm::
+
+    head = self.head(...)
+    fn_residual = torch.sub(hidden_fn, hidden_in)
+    reuse = dbcache_decide(self.cache, fn_residual)
+    middle = dbcache_middle(self.cache, reuse, fn_residual, self.body, (body args...), (stream bases...))
+    tail = self.tail(middle[0], ...)
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Dict, List, Tuple
+
+import torch
+import torch.fx as fx
+
+from ..config import DBCacheConfig
+from ..patterns import Plan
+from ..runtime import CacheContext, dbcache_decide, dbcache_middle
+
+
+def _body_output_index(node: fx.Node, body_call: fx.Node) -> int:
+    if node is body_call:
+        return 0
+    if node.op == "call_function" and node.target is operator.getitem and node.args[0] is body_call:
+        return int(node.args[1])
+    raise ValueError(f"{node.name} is not an output of the body")
+
+
+def insert_dbcache_glue(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
+    graph = gm.graph
+    output = next(n for n in graph.nodes if n.op == "output")
+    ret, routed_nodes = output.args[0]
+    values: Dict[str, fx.Node] = dict(zip(gm.meta.pop("dit_fx_glue_values"), routed_nodes))
+    output.args = (ret,)
+    body_call = next(n for n in graph.nodes if n.op == "call_module" and n.target == "body")
+    outputs: List[Tuple[int, fx.Node, fx.Node, str]] = []
+    for stream in plan.middle_streams:
+        out_node = values[stream.output]
+        outputs.append((_body_output_index(out_node, body_call), out_node, values[stream.base], stream.role))
+    outputs.sort(key=lambda t: t[0])
+    if [t[0] for t in outputs] != list(range(len(outputs))):
+        raise ValueError("body outputs and middle streams disagree")
+    # Values routed out of the head may be unpacked after the body call; unpack them before it.
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for name in [plan.hidden_in, plan.hidden_fn] + [s.base for s in plan.middle_streams]:
+        if order[values[name]] > order[body_call]:
+            body_call.prepend(values[name])
+    values[plan.hidden_in]._rename("hidden_before_blocks")
+    for stream in plan.middle_streams:
+        values[stream.base]._rename(f"{stream.role}_after_fn")
+    if not hasattr(gm, "cache"):
+        gm.cache = CacheContext(config)  # replaced by the caller's shared context
+    with graph.inserting_before(body_call):
+        fn_residual = graph.call_function(torch.sub, (values[plan.hidden_fn], values[plan.hidden_in]))
+        fn_residual.name = "fn_residual"
+        cache = graph.get_attr("cache")
+        reuse = graph.call_function(dbcache_decide, (cache, fn_residual))
+        reuse.name = "reuse"
+        body = graph.get_attr("body")
+        middle = graph.call_function(
+            dbcache_middle, (cache, reuse, fn_residual, body, tuple(body_call.args), tuple(t[2] for t in outputs))
+        )
+        middle.name = "middle"
+        for k, out_node, _, role in outputs:
+            new = graph.call_function(operator.getitem, (middle, k))
+            new.name = f"{role}_after_middle"
+            out_node.replace_all_uses_with(new)
+    for _, out_node, _, _ in outputs:
+        if out_node is not body_call:
+            graph.erase_node(out_node)
+    graph.erase_node(body_call)
+    return gm

@@ -1,0 +1,72 @@
+"""Split the captured graph into ``head`` / ``body`` / ``tail`` submodules with ``split_module``.
+
+The values the glue needs (hidden entering block 0, the streams around the body) are routed through
+the graph output, so ``split_module`` exposes them as partition outputs. The split graph returns
+``(original_result, routed_values)`` until ``insert_dbcache_glue`` consumes them and restores it;
+the routed names are recorded in ``gm.meta["dit_fx_glue_values"]``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import List
+
+import torch.fx as fx
+from torch.fx.passes.split_module import split_module
+
+from ..config import DBCacheConfig
+from ..patterns import Plan
+
+_IDS = {"head": 0, "body": 1, "tail": 2}
+
+
+def glue_value_names(plan: Plan) -> List[str]:
+    names = [plan.hidden_in, plan.hidden_fn]
+    for s in plan.middle_streams:
+        names += [s.base, s.output]
+    return list(dict.fromkeys(names))
+
+
+def split_partitions(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
+    part = plan.partition_map()
+    routed = glue_value_names(plan)
+    by_name = {n.name: n for n in gm.graph.nodes}
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    original_ret = output.args[0]
+    output.args = ((original_ret, tuple(by_name[r] for r in routed)),)
+    try:
+        split = split_module(
+            gm, None, lambda node: _IDS[part[node.name]], keep_original_order=True, keep_original_node_name=True,
+            keep_original_input_name=True, tuple_return=True,
+        )
+    finally:
+        output.args = (original_ret,)
+    for old, new in (("submod_0", "head"), ("submod_1", "body"), ("submod_2", "tail")):
+        _rename_submodule(split, old, new)
+    _name_partition_outputs(split)
+    split.meta.update(gm.meta)
+    split.meta["dit_fx_glue_values"] = routed
+    split.recompile()
+    return split
+
+
+def _name_partition_outputs(gm: fx.GraphModule) -> None:
+    """``getitem_3 = head[3]`` -> ``hidden_states_14 = head[3]``: the name the value had before."""
+    for call in [n for n in gm.graph.nodes if n.op == "call_module"]:
+        returned = next(n for n in getattr(gm, call.target).graph.nodes if n.op == "output").args[0]
+        for user in list(call.users):
+            if user.target is operator.getitem and isinstance(returned[user.args[1]], fx.Node):
+                user._rename(returned[user.args[1]].name)
+
+
+def _rename_submodule(gm: fx.GraphModule, old: str, new: str) -> None:
+    if not hasattr(gm, old):
+        return
+    gm.add_submodule(new, getattr(gm, old))
+    gm.delete_submodule(old)
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target == old:
+            node.target = new
+            node.name = new if node.name == old else node.name
+    gm.graph.lint()
+

@@ -1,0 +1,225 @@
+"""The frozen, printable result of pattern analysis: blocks, patterns, stream roles, partitions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch.fx as fx
+
+from .regions import RawRegion, compute_nodes, find_block_regions, list_order
+from .streams import BlockIO, analyze_block_io, classify_pattern, return_order, signature
+
+PARTITIONS = ("head", "body", "tail")
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    index: int
+    list_name: str
+    list_index: int
+    class_name: str
+    pattern: int
+    carried_inputs: Tuple[str, ...]
+    context_inputs: Tuple[str, ...]
+    outputs: Tuple[str, ...]
+    num_nodes: int
+
+
+@dataclass(frozen=True)
+class MiddleStream:
+    """A value leaving the body; on cached steps it is rebuilt as ``base`` + stored residual."""
+
+    output: str
+    base: str
+    role: str  # "hidden" | "encoder"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the rewrite will do, or ``reason`` why it will not (then the model runs unmodified)."""
+
+    block_lists: Tuple[Tuple[str, int], ...] = ()
+    blocks: Tuple[BlockInfo, ...] = ()
+    fn_blocks: int = 0
+    bn_blocks: int = 0
+    hidden_in: Optional[str] = None
+    hidden_fn: Optional[str] = None
+    middle_streams: Tuple[MiddleStream, ...] = ()
+    hoisted_to_head: Tuple[str, ...] = ()
+    partition_of: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
+    reason: Optional[str] = None
+
+    @property
+    def supported(self) -> bool:
+        return self.reason is None
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def partition_map(self) -> Dict[str, str]:
+        return dict(self.partition_of)
+
+    def partition_blocks(self) -> Dict[str, List[str]]:
+        names = [f"{b.list_name}.{b.list_index}" for b in self.blocks]
+        n, fn, bn = len(names), self.fn_blocks, self.bn_blocks
+        return {"head": names[:fn], "body": names[fn : n - bn], "tail": names[n - bn :]}
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.pop("partition_of")
+        data["supported"] = self.supported
+        data["partitions"] = self.partition_blocks() if self.blocks and self.supported else {}
+        return data
+
+    def __str__(self) -> str:
+        if not self.blocks:
+            return f"Plan(unsupported: {self.reason})"
+        lines = [f"Plan: {self.num_blocks} blocks in " + ", ".join(f"{n} x{c}" for n, c in self.block_lists)]
+        for b in self.blocks:
+            lines.append(
+                f"  [{b.index:>3}] {b.list_name}.{b.list_index} {b.class_name} Pattern_{b.pattern} "
+                f"carried={len(b.carried_inputs)} context={len(b.context_inputs)} outputs={len(b.outputs)}"
+            )
+        if self.supported:
+            parts = self.partition_blocks()
+            lines.append(f"  head: pre-ops + {len(parts['head'])} blocks (Fn={self.fn_blocks})")
+            lines.append(f"  body: {len(parts['body'])} blocks")
+            lines.append(f"  tail: {len(parts['tail'])} blocks (Bn={self.bn_blocks}) + output ops")
+            for s in self.middle_streams:
+                lines.append(f"  middle stream {s.role}: {s.output} = {s.base} + residual")
+        else:
+            lines.append(f"  unsupported: {self.reason}")
+        return "\n".join(lines)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, default=str)
+
+
+def _blocks_info(regions: Sequence[RawRegion], ios: Sequence[BlockIO]) -> Tuple[BlockInfo, ...]:
+    infos = []
+    for i, (r, io) in enumerate(zip(regions, ios)):
+        has_encoder = len(io.carried) >= 2 or io.encoder_context
+        order = return_order(r.ref.cls)
+        infos.append(
+            BlockInfo(
+                index=i,
+                list_name=r.ref.list_name,
+                list_index=r.ref.list_index,
+                class_name=r.ref.cls.__name__,
+                pattern=classify_pattern(has_encoder, order, len(io.outputs)),
+                carried_inputs=io.carried,
+                context_inputs=io.context,
+                outputs=io.outputs,
+                num_nodes=len(r.nodes),
+            )
+        )
+    return tuple(infos)
+
+
+def _unique(candidates: List[str], what: str) -> Tuple[Optional[str], Optional[str]]:
+    if len(candidates) == 1:
+        return candidates[0], None
+    if not candidates:
+        return None, f"no {what} found"
+    return None, f"{what} is ambiguous ({len(candidates)} streams of the same shape and dtype: {candidates})"
+
+
+def build_plan(graph: fx.Graph, fn_blocks: int, bn_blocks: int) -> Plan:
+    """Analyze ``graph`` and decide the head/body/tail split for DBCache with Fn/Bn blocks."""
+    regions, reason = find_block_regions(graph)
+    if reason:
+        return Plan(reason=reason)
+    ios = analyze_block_io(graph, regions)
+    blocks = _blocks_info(regions, ios)
+    base = Plan(block_lists=tuple(list_order(regions)), blocks=blocks, fn_blocks=fn_blocks, bn_blocks=bn_blocks)
+    n = len(regions)
+    if fn_blocks + bn_blocks >= n:
+        return _with(base, reason=f"{n} blocks found; Fn + Bn = {fn_blocks + bn_blocks} leaves no middle block to cache")
+    return _partition(graph, base, regions, ios)
+
+
+def _with(plan: Plan, **changes) -> Plan:
+    return replace(plan, **changes)
+
+
+def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: Sequence[BlockIO]) -> Plan:
+    by_name = {nd.name: nd for nd in graph.nodes}
+    nodes = compute_nodes(graph)
+    n, fn, bn = len(regions), plan.fn_blocks, plan.bn_blocks
+    block_part = {}
+    for k, r in enumerate(regions):
+        part = "head" if k < fn else ("body" if k < n - bn else "tail")
+        for name in r.nodes:
+            block_part[name] = part
+    first_pos = regions[0].span[0]
+    last_pos = regions[-1].span[1]
+    body_start = regions[fn].span[0]
+    tail_start = regions[n - bn].span[0] if bn else last_pos + 1
+
+    assign: Dict[str, str] = {}
+    hoisted: List[str] = []
+    body_dep: set = set()
+    for pos, node in enumerate(nodes):
+        if node.name in block_part:
+            part = block_part[node.name]
+        elif pos < first_pos or pos < body_start:
+            part = "head"
+        elif pos > last_pos or pos >= tail_start:
+            part = "tail"
+        elif any(i.name in body_dep for i in node.all_input_nodes):
+            part = "body"
+        else:
+            part = "head"
+            hoisted.append(node.name)
+        if part == "body":
+            body_dep.add(node.name)
+        assign[node.name] = part
+
+    # Values leaving the body: each must continue a stream entering it.
+    exits: List[str] = []
+    for name, part in assign.items():
+        if part == "body" and any(u.op == "output" or assign.get(u.name) == "tail" for u in by_name[name].users):
+            exits.append(name)
+    # Head values used after the body must be consumed in the head's order; check no back edges.
+    for name, part in assign.items():
+        for inp in by_name[name].all_input_nodes:
+            ip = assign.get(inp.name)
+            if ip is not None and PARTITIONS.index(ip) > PARTITIONS.index(part):
+                return _with(plan, reason=f"node {name} ({part}) depends on {inp.name} ({ip}): ops out of order")
+
+    last_out = [o for o in ios[-1].outputs]
+    final_sigs = {signature(by_name[o]) for o in last_out}
+    if len(final_sigs) != 1:
+        return _with(plan, reason=f"the last block has {len(final_sigs)} distinct outputs used later; cannot tell the hidden stream")
+    hidden_sig = final_sigs.pop()
+    entry = list(ios[fn].carried)
+    hidden_fn, why = _unique([e for e in entry if signature(by_name[e]) == hidden_sig], "hidden stream entering the middle")
+    if why:
+        return _with(plan, reason=why)
+    hidden_in, why = _unique(
+        [c for c in ios[0].carried if signature(by_name[c]) == hidden_sig], "hidden stream entering block 0"
+    )
+    if why:
+        return _with(plan, reason=why)
+    streams = []
+    for x in exits:
+        sig = signature(by_name[x])
+        base, why = _unique([e for e in entry if signature(by_name[e]) == sig], f"stream entering the middle for {x}")
+        if why:
+            return _with(
+                plan, reason=f"a middle-block value ({x}) is used after the middle and matches no input stream: {why}"
+            )
+        if any(s.base == base for s in streams):
+            return _with(plan, reason=f"two middle-block values used after the middle continue the same stream {base}")
+        streams.append(MiddleStream(output=x, base=base, role="hidden" if base == hidden_fn else "encoder"))
+    return _with(
+        plan,
+        hidden_in=hidden_in,
+        hidden_fn=hidden_fn,
+        middle_streams=tuple(streams),
+        hoisted_to_head=tuple(hoisted),
+        partition_of=tuple(assign.items()),
+    )

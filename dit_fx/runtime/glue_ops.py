@@ -1,0 +1,32 @@
+"""The functions the glue graph calls. Free functions so the printed glue code reads plainly:
+``reuse = dbcache_decide(self.cache, fn_residual)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Tuple
+
+import torch
+from torch.fx.node import has_side_effect
+
+from .context import CacheContext
+
+
+@has_side_effect  # advances the step counter: never dead-code eliminated
+def dbcache_decide(cache: CacheContext, fn_residual: torch.Tensor) -> bool:
+    """Count this call as one step and decide whether the middle blocks may be skipped."""
+    cache.begin_step()
+    return cache.should_reuse(fn_residual)
+
+
+@has_side_effect
+def dbcache_middle(
+    cache: CacheContext,
+    reuse: bool,
+    fn_residual: torch.Tensor,
+    body: Callable[..., object],
+    body_args: Sequence[torch.Tensor],
+    stream_bases: Sequence[torch.Tensor],
+) -> Tuple[torch.Tensor, ...]:
+    """Run the middle (storing residuals) or rebuild its outputs from the stored residuals."""
+    return cache.run_middle(reuse, fn_residual, body, body_args, stream_bases)
