@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
-from .backend import Session, session_of
+from .backend import Session, forget_session, session_of
 from .config import DBCacheConfig, coerce_config
 from .patterns.regions import count_module_blocks
 from .runtime import CacheStats
@@ -107,6 +107,7 @@ def disable(model: torch.nn.Module) -> torch.nn.Module:
     state = _OPTIMIZED.pop(model, None)
     if state is None:
         raise ValueError("model is not optimized by dit_fx.optimize")
+    forget_session(state.session)
     if state.instance_forward is _MISSING:
         del model.forward
     else:

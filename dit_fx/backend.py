@@ -124,6 +124,11 @@ def session_of(model: torch.nn.Module) -> Optional[Session]:
     return None
 
 
+def forget_session(session: Session) -> None:
+    for key in [k for k, v in _SESSIONS.items() if v is session]:
+        del _SESSIONS[key]
+
+
 def parse_backend_options(options: Optional[Mapping[str, Any]]) -> Session:
     options = dict(options or {})
     unknown = sorted(set(options) - set(BACKEND_OPTIONS))

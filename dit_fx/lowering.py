@@ -27,7 +27,8 @@ class InductorPartition(torch.nn.Module):
     def forward(self, *args):
         if self._compiled is None:
             self._compiled = torch._inductor.compile(self.gm, list(args))
-        return self._compiled(*args)
+        out = self._compiled(*args)
+        return tuple(out) if isinstance(out, list) else out  # Inductor returns lists
 
 
 def lower(glue: fx.GraphModule, mode: str) -> fx.GraphModule:

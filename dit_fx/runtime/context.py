@@ -60,6 +60,7 @@ class CacheContext(torch.nn.Module):
         self.config = config
         self.stats = CacheStats()
         self._new_generation_pending = True
+        self._graph_id = None
         self._clear_buffers()
 
     # -- generations -------------------------------------------------------------------------
@@ -74,10 +75,16 @@ class CacheContext(torch.nn.Module):
         """Start a new generation at the next call: buffers and stats are cleared then."""
         self._new_generation_pending = True
 
-    def begin_step(self) -> int:
-        """Advance the step counter; start a new generation first when one is due."""
+    def begin_step(self, graph_id: int = 0) -> int:
+        """Advance the step counter; start a new generation first when one is due.
+
+        ``graph_id`` names the rewritten graph making the call: each input shape gets its own
+        graph, so a change of resolution, batch size or dtype starts a new generation.
+        """
         n = self.config.num_inference_steps
-        if self._new_generation_pending or (n is not None and self.step + 1 >= n):
+        switched = graph_id != self._graph_id
+        self._graph_id = graph_id
+        if self._new_generation_pending or switched or (n is not None and self.step + 1 >= n):
             self._clear_buffers()
             self.stats = CacheStats(generation=self.stats.generation + 1)
             self._new_generation_pending = False

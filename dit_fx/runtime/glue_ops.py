@@ -13,9 +13,9 @@ from .context import CacheContext
 
 
 @has_side_effect  # advances the step counter: never dead-code eliminated
-def dbcache_decide(cache: CacheContext, fn_residual: torch.Tensor) -> bool:
+def dbcache_decide(cache: CacheContext, fn_residual: torch.Tensor, graph_id: int = 0) -> bool:
     """Count this call as one step and decide whether the middle blocks may be skipped."""
-    cache.begin_step()
+    cache.begin_step(graph_id)
     return cache.should_reuse(fn_residual)
 
 

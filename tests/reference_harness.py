@@ -1,0 +1,162 @@
+"""Run the reference cache-dit (1.5.x) DBCache on a bare transformer, for parity tests.
+
+Conventions of cache-dit 1.5.3 as reported by ``run_cache_dit`` (steps are 0-based; one step
+per transformer call unless ``enable_separate_cfg``):
+
+* Warmup steps are ``range(0, max_warmup_steps, warmup_interval)``: always computed, no diff
+  entry. With ``warmup_interval > 1`` the skipped warmup steps are ordinary steps.
+* Other steps get a diff entry ``mean|R_prev - R_cur| / mean|R_prev|`` (R = image-stream
+  residual of the first ``Fn`` blocks, ``R_prev`` from the last *computed* step: cached steps
+  do not refresh it) and are cached iff ``diff < threshold``. No entry when there is no
+  ``R_prev`` yet (``max_warmup_steps=0``, step 0), when ``max_cached_steps`` /
+  ``max_continuous_cached_steps`` block caching (checked first), or when threshold <= 0.
+  Special values: ``-1.0`` threshold >= 1 (always cache), ``-2.0`` shape mismatch.
+* Computed steps are bit-identical to the plain model (cache-dit's Flux forward patch
+  included) as long as ``Fn + Bn <= num_blocks``; cache-dit checks ``Fn`` and ``Bn`` only
+  separately, and with overlap the shared blocks run twice on computed steps.
+* Flux is cached as ONE list ``transformer_blocks + single_transformer_blocks`` (env
+  ``CACHE_DIT_FLUX_ENABLE_DUMMY_BLOCKS=1``, the default), so Fn/Bn count over both lists.
+* Stats are published only after the call whose step index is ``num_inference_steps - 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+try:  # tests/ is on sys.path (conftest); fall back to the package-style import
+    from tiny_models import output_tensor
+except ImportError:  # pragma: no cover
+    from tests.tiny_models import output_tensor
+
+__all__ = ["run_cache_dit", "run_uncached", "make_block_adapter", "decision_margin"]
+
+# Transformers cache-dit's registry does not match by class name when given a bare module
+# (it keys SD3 on the pipeline name "StableDiffusion3"): (block attribute, ForwardPattern name).
+_FALLBACK_ADAPTERS = {
+    "SD3Transformer2DModel": ("transformer_blocks", "Pattern_1"),
+}
+
+
+@contextmanager
+def _quiet_cache_dit(level: int = logging.ERROR):
+    """Temporarily raise the level of cache-dit's (non-propagating) loggers."""
+    loggers = [
+        logging.getLogger(n)
+        for n in list(logging.root.manager.loggerDict)
+        if n == "cache_dit" or n.startswith("cache_dit.")
+    ]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(level, lg.level))
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, saved):
+            lg.setLevel(lv)
+
+
+def make_block_adapter(model: torch.nn.Module):
+    """What ``run_cache_dit`` hands to ``enable_cache``: the module itself when cache-dit's
+    registry supports it, else a transformer-only ``BlockAdapter`` (SD3)."""
+    import cache_dit
+
+    if cache_dit.BlockAdapterRegister.is_supported(model):
+        return model
+    cls_name = type(model).__name__
+    if cls_name not in _FALLBACK_ADAPTERS:
+        raise ValueError(f"cache-dit has no adapter for {cls_name}")
+    attr, pattern = _FALLBACK_ADAPTERS[cls_name]
+    return cache_dit.BlockAdapter(
+        transformer=model,
+        blocks=getattr(model, attr),
+        forward_pattern=getattr(cache_dit.ForwardPattern, pattern),
+        check_forward_pattern=True,
+        has_separate_cfg=False,
+    )
+
+
+def run_uncached(model: torch.nn.Module, inputs_per_step: list[dict]) -> list[torch.Tensor]:
+    """Plain forward of ``model`` on each step's kwargs (no_grad); returns output tensors."""
+    with torch.no_grad():
+        return [output_tensor(model(**inp)).detach().clone() for inp in inputs_per_step]
+
+
+def run_cache_dit(
+    model: torch.nn.Module,
+    inputs_per_step: list[dict],
+    *,
+    Fn: int,
+    Bn: int,
+    residual_diff_threshold: float,
+    max_warmup_steps: int,
+    warmup_interval: int = 1,
+    max_cached_steps: int = -1,
+    max_continuous_cached_steps: int = -1,
+    enable_separate_cfg: bool = False,
+    quiet: bool = True,
+) -> dict:
+    """Run cache-dit DBCache on a deep copy of ``model`` over ``inputs_per_step``.
+
+    Returns ``dict(outputs=[tensor per call], cached_steps=sorted 0-based step list,
+    residual_diffs={step: float})`` (conventions in the module docstring); ``model`` itself
+    is never patched. With ``enable_separate_cfg=True`` the list must alternate
+    (cond, uncond) calls per step, ``num_inference_steps = len // 2``, steps count
+    pipeline steps, and ``cfg_cached_steps`` / ``cfg_residual_diffs`` are added.
+    """
+    import cache_dit
+
+    n_calls = len(inputs_per_step)
+    if n_calls == 0:
+        raise ValueError("inputs_per_step is empty")
+    if enable_separate_cfg and n_calls % 2:
+        raise ValueError("separate CFG needs (cond, uncond) pairs of calls")
+    n_steps = n_calls // 2 if enable_separate_cfg else n_calls
+    m = copy.deepcopy(model).eval()
+    cfg = cache_dit.DBCacheConfig(
+        Fn_compute_blocks=Fn,
+        Bn_compute_blocks=Bn,
+        residual_diff_threshold=residual_diff_threshold,
+        max_warmup_steps=max_warmup_steps,
+        warmup_interval=warmup_interval,
+        max_cached_steps=max_cached_steps,
+        max_continuous_cached_steps=max_continuous_cached_steps,
+        # Explicit: the registry turns separate CFG on for Wan/QwenImage when left None.
+        enable_separate_cfg=enable_separate_cfg,
+        num_inference_steps=n_steps,
+    )
+    with _quiet_cache_dit() if quiet else nullcontext():
+        cache_dit.enable_cache(make_block_adapter(m), cache_config=cfg)
+        if hasattr(cache_dit, "refresh_context"):
+            # A no-op on a fresh context; on a reused one cache-dit would only notice the
+            # new run on its second call (the first call counts as step N of the old run).
+            cache_dit.refresh_context(m, num_inference_steps=n_steps)
+        outputs = run_uncached(m, inputs_per_step)
+        stats = cache_dit.summary(m, logging=False)
+    st = stats[0]
+    if not st.cache_options or not hasattr(m, "_cached_steps"):
+        raise RuntimeError("cache-dit published no stats (the last step was never reached)")
+    if st.accumulated_executed_steps != n_steps:
+        raise RuntimeError(f"cache-dit counted {st.accumulated_executed_steps} steps, expected {n_steps}")
+    result = dict(
+        outputs=outputs,
+        cached_steps=sorted(int(s) for s in st.cached_steps),
+        residual_diffs=_int_keys(st.residual_diffs),
+    )
+    if enable_separate_cfg:
+        result["cfg_cached_steps"] = sorted(int(s) for s in st.cfg_cached_steps)
+        result["cfg_residual_diffs"] = _int_keys(st.cfg_residual_diffs)
+    return result
+
+
+def decision_margin(residual_diffs: dict, threshold: float) -> float:
+    """Smallest ``|diff - threshold|`` over the recorded diffs (inf if none): how close a
+    cache decision came to flipping; parity tests should use thresholds with a clear margin."""
+    return min((abs(float(v) - threshold) for v in residual_diffs.values()), default=float("inf"))
+
+
+def _int_keys(d) -> dict:
+    return {int(k): float(v) for k, v in sorted(dict(d).items(), key=lambda kv: int(kv[0]))}
