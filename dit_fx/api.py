@@ -133,6 +133,6 @@ def plan(model: torch.nn.Module):
 
 def dump(model: torch.nn.Module, directory: str) -> str:
     """Write plan.json, the captured graph and the glue/head/body/tail code to ``directory``."""
-    from .dump import write_dump
+    from .dump_writer import write_dump
 
     return write_dump(_session(model), directory)

@@ -65,7 +65,7 @@ class Session:
             record, runner = CompileRecord(Plan(reason=reason), None, None), gm.forward
         self.records.append(record)
         if self.dump_dir:
-            from .dump import write_dump
+            from .dump_writer import write_dump
 
             write_dump(self, self.dump_dir)
         return runner

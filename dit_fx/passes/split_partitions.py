@@ -8,6 +8,7 @@ the routed names are recorded in ``gm.meta["dit_fx_glue_values"]``.
 
 from __future__ import annotations
 
+import inspect
 import operator
 from typing import List
 
@@ -35,10 +36,7 @@ def split_partitions(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> f
     original_ret = output.args[0]
     output.args = ((original_ret, tuple(by_name[r] for r in routed)),)
     try:
-        split = split_module(
-            gm, None, lambda node: _IDS[part[node.name]], keep_original_order=True, keep_original_node_name=True,
-            keep_original_input_name=True, tuple_return=True,
-        )
+        split = split_module(gm, None, lambda node: _IDS[part[node.name]], **_split_options())
     finally:
         output.args = (original_ret,)
     for old, new in (("submod_0", "head"), ("submod_1", "body"), ("submod_2", "tail")):
@@ -50,10 +48,19 @@ def split_partitions(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> f
     return split
 
 
+def _split_options() -> dict:
+    """Readable names and stable order, where this torch's split_module supports them."""
+    wanted = dict(keep_original_order=True, keep_original_node_name=True, keep_original_input_name=True)
+    accepted = inspect.signature(split_module).parameters
+    return {k: v for k, v in wanted.items() if k in accepted}
+
+
 def _name_partition_outputs(gm: fx.GraphModule) -> None:
     """``getitem_3 = head[3]`` -> ``hidden_states_14 = head[3]``: the name the value had before."""
     for call in [n for n in gm.graph.nodes if n.op == "call_module"]:
         returned = next(n for n in getattr(gm, call.target).graph.nodes if n.op == "output").args[0]
+        if not isinstance(returned, (tuple, list)):
+            continue  # a single output is used directly, no getitem to name
         for user in list(call.users):
             if user.target is operator.getitem and isinstance(returned[user.args[1]], fx.Node):
                 user._rename(returned[user.args[1]].name)

@@ -77,7 +77,11 @@ def find_block_regions(graph: fx.Graph) -> Tuple[List[RawRegion], Optional[str]]
         if cand is not None:
             tagged[pos] = cand
     if not tagged:
-        return [], "no transformer block list found (no nodes inside an indexed module container)"
+        return [], (
+            "no transformer block list found in this graph (no nodes inside an indexed module container); "
+            "if the model has a graph break in its block loop, Dynamo compiles it in pieces: "
+            "torch.compile(..., fullgraph=True) shows where"
+        )
     depth = min(d for d, _ in tagged.values())
     members: Dict[Tuple[str, int], List[int]] = {}
     classes: Dict[Tuple[str, int], type] = {}

@@ -1,0 +1,77 @@
+"""``torch.compile(model, backend="dit_fx")`` works through the entry point, without importing dit_fx."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import dit_fx
+from helpers import BlockCounter, all_blocks, run_steps
+from tiny_models import make_trajectory
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    sys.path.insert(0, {here!r})
+    from tiny_models import MODELS, make_trajectory
+    from helpers import BlockCounter, all_blocks, run_steps
+
+    assert "dit_fx" not in sys.modules
+    spec = MODELS["flux_deep"]
+    model = spec.build()
+    steps = make_trajectory("flux_deep", 12)
+    plain = run_steps(model, steps)
+    counter = BlockCounter(all_blocks(model, spec.block_lists)[2:])  # middle blocks for Fn=2, Bn=0
+    options = {{"config": {{"fn_blocks": 2, "bn_blocks": 0, "residual_diff_threshold": 0.25,
+                          "max_warmup_steps": 3}}, "compile": {compile}}}
+    compiled = torch.compile(model, backend="dit_fx", options=options)
+    got = run_steps(compiled, steps)
+    computed = [i for i, (a, b) in enumerate(zip(got, plain)) if torch.equal(a, b)]
+    print(json.dumps(dict(
+        loaded_by_entry_point="dit_fx" in sys.modules,
+        middle_runs=counter.value(),
+        computed=computed,
+        max_dev=max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(got, plain)),
+    )))
+    """
+)
+
+
+@pytest.mark.parametrize("compile_flag", [False, True])
+def test_backend_by_name_in_fresh_process(compile_flag):
+    script = SCRIPT.format(here=HERE, compile=compile_flag)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["loaded_by_entry_point"]
+    middle = 8  # flux_deep has 10 blocks; Fn=2 leaves 8 in the middle
+    # Some steps were cached: the middle ran fewer than 12 times, in whole-middle units.
+    assert result["middle_runs"] % middle == 0 and result["middle_runs"] < 12 * middle
+    assert result["max_dev"] > 0
+    if not compile_flag:
+        # Eager partitions: computed steps are bit-exact, and they are exactly the steps that ran the middle.
+        assert len(result["computed"]) * middle == result["middle_runs"]
+        assert result["computed"][:3] == [0, 1, 2]
+
+
+def test_backend_and_optimize_share_the_pipeline(tiny):
+    """Same config through both entry points -> same decisions and identical outputs (eager)."""
+    spec = tiny("wan_deep")
+    steps = make_trajectory("wan_deep", 12)
+    cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.22, max_warmup_steps=3)
+    a = spec.build()
+    dit_fx.optimize(a, cfg)
+    out_a = run_steps(a, steps)
+    b = spec.build()
+    compiled = torch.compile(b, backend="dit_fx", options={"config": cfg, "compile": False})
+    out_b = run_steps(compiled, steps)
+    assert dit_fx.summary(a).cached_steps == dit_fx.summary(b).cached_steps != []
+    for x, y in zip(out_a, out_b):
+        assert torch.equal(x, y)

@@ -1,0 +1,101 @@
+"""Graphs the rewrite cannot handle run unmodified, with exactly one warning saying why."""
+
+import warnings
+
+import pytest
+import torch
+
+import dit_fx
+from toy_models import ToyDiT, TwinStreamDiT, toy_inputs
+
+CFG = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.9, max_warmup_steps=1)
+
+
+def run(model, n=4):
+    with torch.no_grad():
+        return [model(**toy_inputs(s))[0].clone() for s in range(n)]
+
+
+def dit_fx_warnings(record):
+    return [w for w in record if "dit_fx" in str(w.message)]
+
+
+def test_supported_toy_is_cached():
+    """Control case: the same toy without defects is planned (Pattern_3) and caches."""
+    model = ToyDiT()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dit_fx.optimize(model, CFG)
+        run(model)
+    assert not dit_fx_warnings(record)
+    plan = dit_fx.plan(model)
+    assert plan.supported and [b.pattern for b in plan.blocks] == [3, 3, 3, 3]
+    assert dit_fx.summary(model).cached_steps == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "mode, reason",
+    [("reuse", "not contiguous"), ("middle_skip", "used after the middle"), ("graph_break", "graph")],
+)
+def test_unsupported_graph_runs_unmodified_with_one_warning(mode, reason):
+    model = ToyDiT(mode=mode)
+    expected = run(model)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dit_fx.optimize(model, CFG)
+        got = run(model)
+    found = dit_fx_warnings(record)
+    assert len(found) == 1, [str(w.message) for w in found]
+    assert reason in str(found[0].message)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
+def test_graph_break_through_backend_warns_and_is_unmodified():
+    """Without fullgraph, Dynamo hands the backend partial graphs: refuse them, do not cache halves."""
+    model = ToyDiT(mode="graph_break")
+    expected = run(model)
+    compiled = torch.compile(model, backend="dit_fx", options={"config": CFG, "compile": False})
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = run(compiled)
+    found = dit_fx_warnings(record)
+    assert found and all("graph break" in str(w.message) for w in found)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
+def test_too_few_blocks_through_backend_warns():
+    """optimize() raises for Fn+Bn >= blocks; the backend cannot raise mid-compile, so it warns."""
+    model = ToyDiT(num_blocks=2)
+    expected = run(model)
+    compiled = torch.compile(model, backend="dit_fx", options={"config": CFG, "compile": False})
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = run(compiled)
+    found = dit_fx_warnings(record)
+    assert len(found) == 1 and "no middle block" in str(found[0].message)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
+def test_streams_of_equal_shape_are_refused_not_guessed():
+    model = TwinStreamDiT()
+    g = torch.Generator().manual_seed(0)
+    h, e = torch.randn(1, 5, 8, generator=g), torch.randn(1, 5, 8, generator=g)
+    with torch.no_grad():
+        expected = model(h, e)[0]
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            dit_fx.optimize(model, CFG)
+            got = model(h, e)[0]
+    found = dit_fx_warnings(record)
+    assert len(found) == 1 and "ambiguous" in str(found[0].message)
+    assert torch.equal(got, expected)
+    # With distinct token counts the same model is planned: two carried streams (Pattern_0).
+    model2 = TwinStreamDiT()
+    dit_fx.optimize(model2, CFG)
+    with torch.no_grad():
+        model2(h, torch.randn(1, 7, 8, generator=g))
+    plan = dit_fx.plan(model2)
+    assert plan.supported and {b.pattern for b in plan.blocks} == {0}
