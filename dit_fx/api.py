@@ -6,13 +6,14 @@ import copy
 import functools
 import warnings
 import weakref
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 
 from .backend import Session, forget_session, session_of
 from .config import DBCacheConfig, coerce_config
+from .fast_path import DirectCall, OutputTemplate, call_key, make_binder, module_epoch
 from .patterns.regions import count_module_blocks
 from .runtime import CacheStats
 
@@ -27,6 +28,8 @@ class _Optimized:
     instance_forward: Any  # the module's own ``forward`` attribute before, or _MISSING
     compiled: Callable
     fallback_reason: Optional[str] = None
+    direct: Dict[Any, DirectCall] = field(default_factory=dict)  # call key -> direct glue call
+    epoch: int = -1
 
 
 _OPTIMIZED: "weakref.WeakKeyDictionary[torch.nn.Module, _Optimized]" = weakref.WeakKeyDictionary()
@@ -70,8 +73,18 @@ def _make_forward(model_ref, original: Callable, state: _Optimized) -> Callable:
     def forward(*args, **kwargs):
         if state.fallback_reason is not None:
             return original(*args, **kwargs)
+        model = model_ref()
+        key = call_key(model, args, kwargs)
+        if key is not None and state.epoch == module_epoch():
+            direct = state.direct.get(key)
+            if direct is not None:
+                return direct(model, args, kwargs)
         try:
-            return state.compiled(*args, **kwargs)
+            state.session.last_used = None
+            out = state.compiled(*args, **kwargs)
+            if key is not None:
+                _learn_direct_call(state, key, original, out)
+            return out
         except torch._dynamo.exc.TorchDynamoException as exc:
             # Capture failed: run the original. If that fails too, the input was the problem.
             out = original(*args, **kwargs)
@@ -85,6 +98,22 @@ def _make_forward(model_ref, original: Callable, state: _Optimized) -> Callable:
 
     forward.__dit_fx__ = True  # type: ignore[attr-defined]
     return forward
+
+
+def _learn_direct_call(state: _Optimized, key: Any, original: Callable, out: Any) -> None:
+    """After a Dynamo call handled by a rewritten graph, remember how to call that graph directly."""
+    record = state.session.last_used
+    if record is None or record.activation_sources is None:
+        return
+    flat, record.last_flat_output = record.last_flat_output, None
+    binder = make_binder(original, record.activation_sources)
+    template = OutputTemplate.capture(out, flat) if flat is not None else None
+    if binder is None or template is None:
+        return
+    if state.epoch != module_epoch():
+        state.direct.clear()
+        state.epoch = module_epoch()
+    state.direct[key] = DirectCall(record.glue, binder, template)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .capture import StaticInputs, bound_copy, find_static_inputs, graph_break_reason
+from .capture import StaticInputs, bound_copy, find_static_inputs, graph_break_reason, graph_input_sources
 from .config import DBCacheConfig, coerce_config
 from .lowering import lower
 from .passes import run_passes
@@ -42,6 +42,8 @@ class CompileRecord:
     captured: Optional[fx.GraphModule]
     glue: Optional[fx.GraphModule]
     activation_names: List[str] = field(default_factory=list)
+    activation_sources: Optional[List[str]] = None  # Dynamo source of each glue input
+    last_flat_output: Any = None  # set by the runner; lets optimize() learn the output structure
 
 
 class Session:
@@ -53,6 +55,7 @@ class Session:
         self.dump_dir = dump_dir or os.environ.get("DIT_FX_DUMP_DIR") or None
         self.cache = CacheContext(config)
         self.records: List[CompileRecord] = []
+        self.last_used: Optional[CompileRecord] = None  # record whose runner handled the last Dynamo call
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
@@ -72,6 +75,7 @@ class Session:
 
     def compile(self, gm: fx.GraphModule, example_inputs: Sequence[Any]):
         reason = graph_break_reason()
+        sources = graph_input_sources(len(example_inputs))
         static = find_static_inputs(gm, example_inputs)
         for tensor in example_inputs:
             if isinstance(tensor, torch.nn.Parameter):
@@ -94,21 +98,34 @@ class Session:
             plan = Plan(blocks=plan.blocks, block_lists=plan.block_lists, reason=f"rewrite failed: {exc!r}")
             _warn_unmodified(plan.reason)
             return CompileRecord(plan, bound, None, names), gm.forward
-        return CompileRecord(plan, bound, glue, names), _select_activations(glue, static)
+        record = CompileRecord(plan, bound, glue, names)
+        if sources is not None:
+            record.activation_sources = [sources[i] for i in static.activation_indices]
+        return record, self._runner(record, gm, static)
 
     @property
     def last_record(self) -> Optional[CompileRecord]:
         return self.records[-1] if self.records else None
 
 
-def _select_activations(glue: fx.GraphModule, static: StaticInputs) -> Callable:
-    idx = static.activation_indices
+    def _runner(self, record: CompileRecord, gm: fx.GraphModule, static: StaticInputs) -> Callable:
+        """What Dynamo calls: checks the bound parameters are still the model's, runs the glue."""
+        glue, idx = record.glue, static.activation_indices
+        static_at = [i for i in range(len(idx) + len(static.by_placeholder)) if i not in set(idx)]
+        bound = [t for _, t in static.by_placeholder.values()]
 
-    def run(*args):
-        return glue(*[args[i] for i in idx])
+        def run(*args):
+            if any(args[i] is not t for i, t in zip(static_at, bound)):
+                # Parameters were replaced (not updated in place) after capture: the rewrite holds
+                # the old ones. Run the captured graph with the new ones instead: correct, uncached.
+                _warn_unmodified("the model's parameters were replaced after capture; call dit_fx.optimize again")
+                return gm.forward(*args)
+            self.last_used = record
+            out = glue(*[args[i] for i in idx])
+            record.last_flat_output = out
+            return out
 
-    run.glue = glue  # type: ignore[attr-defined]
-    return run
+        return run
 
 
 def _warn_unmodified(reason: Optional[str]) -> None:

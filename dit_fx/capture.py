@@ -101,6 +101,17 @@ def _set_nested(root: torch.nn.Module, dotted: str, tensor: torch.Tensor) -> Non
         mod.register_buffer(leaf, tensor)
 
 
+def graph_input_sources(num_inputs: int) -> Optional[List[str]]:
+    """Inside a Dynamo backend call: where each graph input came from (``L['kwargs']['x']``)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        names = [arg.source.name for arg in InstructionTranslator.current_tx().output.graphargs]
+    except Exception:
+        return None
+    return names if len(names) == num_inputs else None
+
+
 def graph_break_reason() -> Optional[str]:
     """Inside a Dynamo backend call: why the graph is partial (a graph break), or None."""
     try:
