@@ -18,6 +18,7 @@ from .patterns.regions import count_module_blocks
 from .runtime import CacheStats
 
 _MISSING = object()
+_RECOMPILE_LIMIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
 
 
 @dataclass
@@ -30,6 +31,7 @@ class _Optimized:
     fallback_reason: Optional[str] = None
     direct: Dict[Any, DirectCall] = field(default_factory=dict)  # call key -> direct glue call
     epoch: int = -1
+    warned_bypass: bool = False
 
 
 _OPTIMIZED: "weakref.WeakKeyDictionary[torch.nn.Module, _Optimized]" = weakref.WeakKeyDictionary()
@@ -79,12 +81,12 @@ def _make_forward(model_ref, original: Callable, state: _Optimized) -> Callable:
             direct = state.direct.get(key)
             if direct is not None:
                 return direct(model, args, kwargs)
+        state.session.last_used = None
         try:
-            state.session.last_used = None
             out = state.compiled(*args, **kwargs)
-            if key is not None:
-                _learn_direct_call(state, key, original, out)
-            return out
+        except _RECOMPILE_LIMIT:
+            _warn_bypassed(state)  # this signature is not captured; others keep working
+            return original(*args, **kwargs)
         except torch._dynamo.exc.TorchDynamoException as exc:
             # Capture failed: run the original. If that fails too, the input was the problem.
             out = original(*args, **kwargs)
@@ -95,9 +97,28 @@ def _make_forward(model_ref, original: Callable, state: _Optimized) -> Callable:
                 stacklevel=2,
             )
             return out
+        if state.session.last_used is None:
+            _warn_bypassed(state)
+        elif key is not None:
+            _learn_direct_call(state, key, original, out)
+        return out
 
     forward.__dit_fx__ = True  # type: ignore[attr-defined]
     return forward
+
+
+def _warn_bypassed(state: _Optimized) -> None:
+    """Dynamo ran the original frame without calling our backend (e.g. its recompile limit)."""
+    if not state.warned_bypass:
+        state.warned_bypass = True
+        warnings.warn(
+            "dit_fx: this call ran the model unmodified (no caching): TorchDynamo did not use the "
+            "rewritten graph, most likely because torch._dynamo.config.recompile_limit was reached "
+            "(all diffusers transformers share one forward code object). Raise the limit or call "
+            "torch._dynamo.reset().",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _learn_direct_call(state: _Optimized, key: Any, original: Callable, out: Any) -> None:

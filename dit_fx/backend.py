@@ -65,7 +65,8 @@ class Session:
             log.debug("dit_fx compile failed", exc_info=True)
             reason = f"dit_fx could not process the captured graph: {exc!r}"
             _warn_unmodified(reason)
-            record, runner = CompileRecord(Plan(reason=reason), None, None), gm.forward
+            record = CompileRecord(Plan(reason=reason), None, None)
+            runner = self._unmodified(record, gm)
         self.records.append(record)
         if self.dump_dir:
             from .dump_writer import write_dump
@@ -85,7 +86,8 @@ class Session:
         names = [n.name for n in bound.graph.nodes if n.op == "placeholder"]
         if not plan.supported:
             _warn_unmodified(plan.reason)
-            return CompileRecord(plan, bound, None, names), gm.forward
+            record = CompileRecord(plan, bound, None, names)
+            return record, self._unmodified(record, gm)
         try:
             # Rewrite a copy of the graph (parameters stay shared): a failure leaves the capture intact.
             working = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="DBCacheGlue")
@@ -97,7 +99,8 @@ class Session:
             log.debug("dit_fx rewrite failed", exc_info=True)
             plan = Plan(blocks=plan.blocks, block_lists=plan.block_lists, reason=f"rewrite failed: {exc!r}")
             _warn_unmodified(plan.reason)
-            return CompileRecord(plan, bound, None, names), gm.forward
+            record = CompileRecord(plan, bound, None, names)
+            return record, self._unmodified(record, gm)
         record = CompileRecord(plan, bound, glue, names)
         if sources is not None:
             record.activation_sources = [sources[i] for i in static.activation_indices]
@@ -107,6 +110,13 @@ class Session:
     def last_record(self) -> Optional[CompileRecord]:
         return self.records[-1] if self.records else None
 
+
+    def _unmodified(self, record: CompileRecord, gm: fx.GraphModule) -> Callable:
+        def run(*args):
+            self.last_used = record
+            return gm.forward(*args)
+
+        return run
 
     def _runner(self, record: CompileRecord, gm: fx.GraphModule, static: StaticInputs) -> Callable:
         """What Dynamo calls: checks the bound parameters are still the model's, runs the glue."""

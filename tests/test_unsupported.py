@@ -99,3 +99,25 @@ def test_streams_of_equal_shape_are_refused_not_guessed():
         model2(h, torch.randn(1, 7, 8, generator=g))
     plan = dit_fx.plan(model2)
     assert plan.supported and {b.pattern for b in plan.blocks} == {0}
+
+
+def test_recompile_limit_runs_unmodified_with_one_warning(tiny, monkeypatch):
+    """Past Dynamo's recompile limit a new input signature runs the original forward, loudly;
+    signatures captured before keep running the rewritten graph."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    spec = tiny("flux")
+    model = spec.build()
+    batches = [1, 2, 3, 4, 1]
+    inputs = [spec.make_inputs(0, 500.0, batch=b) for b in batches]
+    with torch.no_grad():
+        expected = [model(**i)[0] for i in inputs]
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            got = [model(**i)[0] for i in inputs]
+    found = dit_fx_warnings(record)
+    assert len(found) == 1 and "recompile_limit" in str(found[0].message)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+    assert len(dit_fx.api._session(model).records) == 2
