@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dit_fx
-from helpers import BlockCounter, all_blocks, run_steps
+from helpers import run_steps
 from tiny_models import make_trajectory
 
 HERE = os.path.dirname(os.path.abspath(__file__))

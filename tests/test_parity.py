@@ -1,7 +1,6 @@
 """Parity with the reference implementation (cache-dit 1.5.3) on the same model, inputs and config."""
 
 import pytest
-import torch
 
 import dit_fx
 from helpers import run_steps

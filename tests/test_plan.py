@@ -1,9 +1,9 @@
 """Pattern analysis on real (tiny) diffusers transformers: regions, counts, patterns, roles."""
 
+import dataclasses
 import json
 
 import pytest
-import torch
 
 import dit_fx
 from helpers import run_steps
@@ -50,7 +50,7 @@ def test_plan_is_frozen(tiny):
     dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=0, residual_diff_threshold=0.0))
     run_steps(model, [spec.make_inputs(0, 500.0)])
     plan = dit_fx.plan(model)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         plan.fn_blocks = 3  # type: ignore[misc]
 
 

@@ -51,15 +51,19 @@ def test_unsupported_graph_runs_unmodified_with_one_warning(mode, reason):
         assert torch.equal(a, b)
 
 
-def test_graph_break_through_backend_warns_and_is_unmodified():
-    """Without fullgraph, Dynamo hands the backend partial graphs: refuse them, do not cache halves."""
-    model = ToyDiT(mode="graph_break")
+def backend_run_with_warnings(model):
+    """Run the plain model, then through the dit_fx backend; return (plain, got, dit_fx warnings)."""
     expected = run(model)
     compiled = torch.compile(model, backend="dit_fx", options={"config": CFG, "compile": False})
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         got = run(compiled)
-    found = dit_fx_warnings(record)
+    return expected, got, dit_fx_warnings(record)
+
+
+def test_graph_break_through_backend_warns_and_is_unmodified():
+    """Without fullgraph, Dynamo hands the backend partial graphs: refuse them, do not cache halves."""
+    expected, got, found = backend_run_with_warnings(ToyDiT(mode="graph_break"))
     assert found and all("graph break" in str(w.message) for w in found)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
@@ -67,13 +71,7 @@ def test_graph_break_through_backend_warns_and_is_unmodified():
 
 def test_too_few_blocks_through_backend_warns():
     """optimize() raises for Fn+Bn >= blocks; the backend cannot raise mid-compile, so it warns."""
-    model = ToyDiT(num_blocks=2)
-    expected = run(model)
-    compiled = torch.compile(model, backend="dit_fx", options={"config": CFG, "compile": False})
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        got = run(compiled)
-    found = dit_fx_warnings(record)
+    expected, got, found = backend_run_with_warnings(ToyDiT(num_blocks=2))
     assert len(found) == 1 and "no middle block" in str(found[0].message)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
 import torch.fx as fx
 
 _ROOT = re.compile(r"^[A-Za-z_]\w*\[['\"][^'\"]*['\"]\]")
@@ -131,10 +132,8 @@ def list_order(regions: Sequence[RawRegion]) -> List[Tuple[str, int]]:
     return out
 
 
-def count_module_blocks(module: "torch.nn.Module") -> int:
+def count_module_blocks(module: torch.nn.Module) -> int:
     """Blocks in the module's shallowest lists of non-``torch.nn`` modules (same rule as the graph)."""
-    import torch
-
     best_depth, total = None, 0
     for name, child in module.named_modules():
         if not isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)) or not name:
