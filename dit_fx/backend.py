@@ -18,7 +18,14 @@ import torch
 import torch.fx as fx
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .capture import StaticInputs, bound_copy, find_static_inputs, graph_break_reason, graph_input_sources
+from .capture import (
+    StaticInputs,
+    bound_copy,
+    find_static_inputs,
+    graph_break_reason,
+    graph_input_sources,
+    has_python_side_effects,
+)
 from .config import DBCacheConfig, coerce_config
 from .lowering import lower
 from .passes import run_passes
@@ -76,7 +83,8 @@ class Session:
 
     def compile(self, gm: fx.GraphModule, example_inputs: Sequence[Any]):
         reason = graph_break_reason()
-        sources = graph_input_sources(len(example_inputs))
+        # Direct calls (see fast_path.py) need every input's source and no Python side effects.
+        sources = None if has_python_side_effects() else graph_input_sources(len(example_inputs))
         static = find_static_inputs(gm, example_inputs)
         for tensor in example_inputs:
             if isinstance(tensor, torch.nn.Parameter):

@@ -112,6 +112,24 @@ def graph_input_sources(num_inputs: int) -> Optional[List[str]]:
     return names if len(names) == num_inputs else None
 
 
+def has_python_side_effects() -> bool:
+    """Inside a Dynamo backend call: does the frame mutate Python state (lists, attributes)?
+
+    Dynamo replays such side effects after the graph; a direct call of the graph would skip them.
+    Only mutations of objects that existed before the call count (building the output object does
+    not). Unknown -> True (be safe).
+    """
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        effects = InstructionTranslator.current_tx().output.side_effects
+        touched = [v for v in effects.id_to_variable.values() if effects.is_modified(v)]
+        touched += list(effects.store_attr_mutations)
+        return any("Existing" in type(getattr(v, "mutation_type", None)).__name__ for v in touched)
+    except Exception:
+        return True
+
+
 def graph_break_reason() -> Optional[str]:
     """Inside a Dynamo backend call: why the graph is partial (a graph break), or None."""
     try:

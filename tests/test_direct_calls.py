@@ -105,3 +105,16 @@ def test_in_place_weight_updates_are_seen(tiny):
     after = run_steps(model, [inputs])[0]
     assert not torch.equal(before, expected)
     assert torch.equal(after, expected)
+
+
+def test_python_side_effects_keep_every_call_on_dynamo(tiny):
+    """A hook that mutates Python state inside the graph: Dynamo replays it, so no direct calls."""
+    spec = tiny("flux")
+    model = spec.build()
+    seen = []
+    model.transformer_blocks[0].register_forward_pre_hook(lambda mod, args: seen.append(1))
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0))
+    inputs = spec.make_inputs(0, 900.0)
+    run_steps(model, [inputs, inputs, inputs])
+    assert len(seen) == 3
+    assert not _OPTIMIZED[model].direct
