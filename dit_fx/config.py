@@ -42,7 +42,14 @@ class DBCacheConfig:
         this differently; we do not copy its counter.)
     max_accumulated_residual_diff_threshold: once the sum of recorded diffs in this generation
         reaches it, every later step computes (None: off).
-    num_inference_steps: if set, call N+1 starts a new generation (buffers and stats cleared).
+    num_inference_steps: if set, step N+1 starts a new generation (buffers and stats cleared).
+        Without it, generations are found from the timesteps (see ``dit_fx.runtime.context``).
+    enable_separate_cfg: give each CFG branch (the calls of one step with the same timestep) its
+        own reference, residuals and stats. None: detect (two calls with one timestep); True:
+        force (by call parity when the model has no timestep input); False: every call is a step.
+    cfg_compute_first: the first call of a step is the CFG (uncond) one (default: the second).
+    cfg_diff_compute_separate: False reuses the non-CFG call's diff of the same step for the CFG
+        call (same decision, one diff less).
     """
 
     fn_blocks: int = 8
@@ -54,6 +61,9 @@ class DBCacheConfig:
     max_continuous_cached_steps: int = -1
     max_accumulated_residual_diff_threshold: Optional[float] = None
     num_inference_steps: Optional[int] = None
+    enable_separate_cfg: Optional[bool] = None
+    cfg_compute_first: bool = False
+    cfg_diff_compute_separate: bool = True
 
     def __post_init__(self) -> None:
         _check_int("fn_blocks", self.fn_blocks, 1)
@@ -69,6 +79,11 @@ class DBCacheConfig:
                 raise ValueError("DBCacheConfig.max_accumulated_residual_diff_threshold must be > 0 or None")
         if self.num_inference_steps is not None:
             _check_int("num_inference_steps", self.num_inference_steps, 1)
+        if self.enable_separate_cfg is not None and not isinstance(self.enable_separate_cfg, bool):
+            raise ValueError(f"DBCacheConfig.enable_separate_cfg must be None or a bool, got {self.enable_separate_cfg!r}")
+        for name in ("cfg_compute_first", "cfg_diff_compute_separate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"DBCacheConfig.{name} must be a bool, got {getattr(self, name)!r}")
 
     def check_block_count(self, num_blocks: int) -> None:
         """Raise if this config cannot be applied to a model with ``num_blocks`` blocks."""

@@ -18,9 +18,8 @@ class Body:
         return hidden + 1.0, encoder + 2.0
 
 
-def step(ctx, body, fn_residual, hidden, encoder):
-    ctx.begin_step()
-    reuse = ctx.should_reuse(fn_residual)
+def step(ctx, body, fn_residual, hidden, encoder, timestep=None):
+    reuse = ctx.decide(fn_residual, timestep)
     return ctx.run_middle(reuse, fn_residual, body, (hidden, encoder), (hidden, encoder)), reuse
 
 

@@ -12,6 +12,7 @@ After this pass the parent graph reads like the algorithm::
 from __future__ import annotations
 
 import itertools
+import re
 import operator
 from typing import Dict, List, Tuple
 
@@ -25,6 +26,17 @@ from ..runtime import CacheContext, dbcache_decide, dbcache_middle
 
 # One id per rewritten graph (= per input shape): the runtime starts a new generation on a switch.
 _GRAPH_IDS = itertools.count(1)
+
+
+def _timestep_input(graph: fx.Graph):
+    """The model's ``timestep`` input (Dynamo names it ``l_kwargs_timestep_`` / ``l_timestep_``).
+
+    The runtime reads steps, CFG branches and generations from it; without one, each call is a step.
+    """
+    for node in graph.nodes:
+        if node.op == "placeholder" and re.search(r"(^|_)timesteps?(_|$)", node.name):
+            return node
+    return None
 
 
 def _body_output_index(node: fx.Node, body_call: fx.Node) -> int:
@@ -63,7 +75,9 @@ def insert_dbcache_glue(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -
         fn_residual = graph.call_function(torch.sub, (values[plan.hidden_fn], values[plan.hidden_in]))
         fn_residual.name = "fn_residual"
         cache = graph.get_attr("cache")
-        reuse = graph.call_function(dbcache_decide, (cache, fn_residual), {"graph_id": next(_GRAPH_IDS)})
+        reuse = graph.call_function(
+            dbcache_decide, (cache, fn_residual, _timestep_input(graph)), {"graph_id": next(_GRAPH_IDS)}
+        )
         reuse.name = "reuse"
         body = graph.get_attr("body")
         middle = graph.call_function(

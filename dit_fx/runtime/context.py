@@ -1,7 +1,18 @@
-"""Per-transformer cache state that the rewritten graph calls into on every step.
+"""Per-transformer cache state that the rewritten graph calls into on every call.
 
 Nothing here knows about graphs: the glue graph hands in tensors and a callable body, so the
 decision logic can be tested with plain tensors.
+
+Where a call sits (step, CFG branch, generation) is read from the timestep the transformer
+receives, with no hints needed:
+- the first two distinct timesteps of a generation set the schedule's direction (most decrease,
+  some, e.g. Lumina2, increase); a later timestep moving against it starts a new generation;
+- a call with the same timestep as the previous call is another CFG branch of the same step
+  (``enable_separate_cfg=None`` detects this; ``True`` forces it; ``False`` makes every call a step);
+- a change of input shape, batch size, dtype or device (a different rewritten graph) starts a new
+  generation; so do ``reset()`` and call ``N+1`` of ``num_inference_steps=N`` steps.
+Without a timestep input every call is one step (with ``enable_separate_cfg=True``: calls alternate
+between branches by parity, as in cache-dit).
 """
 
 from __future__ import annotations
@@ -13,22 +24,37 @@ import torch
 
 from ..config import DBCacheConfig
 
+COND, UNCOND = "cond", "uncond"
+
+
+@dataclass
+class BranchStats:
+    cached_steps: List[int] = field(default_factory=list)
+    residual_diffs: Dict[int, float] = field(default_factory=dict)
+
 
 @dataclass
 class CacheStats:
     """Statistics of the current generation (cleared when a new one starts).
 
-    cached_steps: sorted 0-based step indices whose middle blocks were skipped.
-    residual_diffs: {step: relative L1 diff of the Fn residual}, for steps that reached the
-        threshold test.
-    executed_steps: number of steps (transformer calls) seen in this generation.
+    cached_steps / residual_diffs: the non-CFG branch (the only one without separate CFG):
+        sorted 0-based steps whose middle blocks were skipped; {step: relative L1 diff}.
+    cfg_cached_steps / cfg_residual_diffs: the CFG branch (empty without separate CFG).
+    branches: every branch by name ("cond", "uncond", "branch2", ...).
+    executed_steps: steps (timesteps) seen in this generation; calls: transformer calls.
     generation: how many generations this context has started (1 for the first).
+    separate_cfg: whether calls of this generation were split into CFG branches.
     """
 
     cached_steps: List[int] = field(default_factory=list)
     residual_diffs: Dict[int, float] = field(default_factory=dict)
+    cfg_cached_steps: List[int] = field(default_factory=list)
+    cfg_residual_diffs: Dict[int, float] = field(default_factory=dict)
+    branches: Dict[str, BranchStats] = field(default_factory=dict)
     executed_steps: int = 0
+    calls: int = 0
     generation: int = 0
+    separate_cfg: bool = False
 
     @property
     def computed_steps(self) -> List[int]:
@@ -36,89 +62,156 @@ class CacheStats:
         return [s for s in range(self.executed_steps) if s not in cached]
 
 
-def relative_l1(reference: torch.Tensor, current: torch.Tensor) -> float:
-    """mean|ref - cur| / mean|ref|, accumulated in fp32; inf when the reference is all zeros.
+class Branch:
+    """Buffers and counters of one CFG branch."""
 
-    The difference is taken in the tensors' dtype and the sums are accumulated in fp32 without
-    materialising fp32 copies (fp32 models: exact fp32). One host sync for both sums.
-    """
-    num = torch.linalg.vector_norm(reference - current, 1, dtype=torch.float32)
-    den = torch.linalg.vector_norm(reference, 1, dtype=torch.float32)
-    num_v, den_v = torch.stack([num, den]).tolist()
-    if den_v == 0.0:
-        return 0.0 if num_v == 0.0 else float("inf")
-    return num_v / den_v
+    def __init__(self):
+        self.reference_residual: Optional[torch.Tensor] = None
+        self.middle_residuals: Optional[Tuple[torch.Tensor, ...]] = None
+        self.continuous_cached = 0
+        self.accumulated_diff = 0.0
+        self.stats = BranchStats()
+
+
+def _l1_sums(reference: torch.Tensor, current: torch.Tensor) -> List[torch.Tensor]:
+    """sum|ref - cur| and sum|ref|, accumulated in fp32 without materialising fp32 copies."""
+    return [
+        torch.linalg.vector_norm(reference - current, 1, dtype=torch.float32),
+        torch.linalg.vector_norm(reference, 1, dtype=torch.float32),
+    ]
+
+
+def _ratio(num: float, den: float) -> float:
+    if den == 0.0:
+        return 0.0 if num == 0.0 else float("inf")
+    return num / den
+
+
+def relative_l1(reference: torch.Tensor, current: torch.Tensor) -> float:
+    """mean|ref - cur| / mean|ref| (fp32 accumulation); inf when the reference is all zeros."""
+    return _ratio(*torch.stack(_l1_sums(reference, current)).tolist())
 
 
 class CacheContext(torch.nn.Module):
-    """Step counter, reference Fn residual, middle residuals and stats of one optimized transformer.
+    """Step/branch/generation tracking, per-branch residual buffers and stats of one transformer.
 
-    One transformer call is one denoising step. ``begin_step`` is called first on every call;
-    ``should_reuse`` decides; ``run_middle`` runs or replaces the middle blocks. It is an
-    ``nn.Module`` (without parameters) only so the glue graph can reference it with ``get_attr``.
+    ``decide`` is called once per transformer call after the first Fn blocks; ``run_middle`` then
+    runs or replaces the middle blocks. It is an ``nn.Module`` (without parameters) only so the glue
+    graph can reference it with ``get_attr``.
     """
 
     def __init__(self, config: DBCacheConfig):
         super().__init__()
         self.config = config
-        self.stats = CacheStats()
-        self._new_generation_pending = True
-        self._graph_id = None
-        self._clear_buffers()
+        self.generation = 0
+        self._graph_id: Optional[int] = None
+        self._start_generation(None)
+        self.generation, self._pending = 0, True  # the first call starts generation 1
 
-    # -- generations -------------------------------------------------------------------------
-    def _clear_buffers(self) -> None:
-        self.step = -1
-        self.reference_residual: Optional[torch.Tensor] = None
-        self.middle_residuals: Optional[Tuple[torch.Tensor, ...]] = None
-        self.continuous_cached = 0
-        self.accumulated_diff = 0.0
+    # -- where are we -----------------------------------------------------------------------
+    def _start_generation(self, t: Optional[float]) -> None:
+        self.generation += 1
+        self.step = 0
+        self.calls = 0
+        self.call_in_step = 0
+        self.branch = COND
+        self.branches: Dict[str, Branch] = {}
+        self.separate_cfg = False
+        self._last_t = t
+        self._direction = 0  # +1 increasing schedule, -1 decreasing, 0 unknown yet
+        self._pending = False
 
     def reset(self) -> None:
         """Start a new generation at the next call: buffers and stats are cleared then."""
-        self._new_generation_pending = True
+        self._pending = True
 
-    def begin_step(self, graph_id: int = 0) -> int:
-        """Advance the step counter; start a new generation first when one is due.
-
-        ``graph_id`` names the rewritten graph making the call: each input shape gets its own
-        graph, so a change of resolution, batch size or dtype starts a new generation.
-        """
-        n = self.config.num_inference_steps
-        switched = graph_id != self._graph_id
+    def _advance(self, t: Optional[float], graph_id: int) -> None:
+        cfg = self.config
+        moved = t is not None and self._last_t is not None and t != self._last_t
+        direction = (1 if t > self._last_t else -1) if moved else 0
+        new_generation = self._pending or graph_id != self._graph_id or (
+            moved and self._direction != 0 and direction != self._direction
+        )
+        new_step = False
+        if not new_generation:
+            if cfg.enable_separate_cfg is False or (t is None and cfg.enable_separate_cfg is None):
+                new_step = True
+            elif t is None:  # separate CFG forced, no timestep: alternate by parity
+                new_step = self.call_in_step >= 1
+            else:
+                new_step = moved
+            n = cfg.num_inference_steps
+            if new_step and n is not None and self.step + 1 >= n:
+                new_generation = True
         self._graph_id = graph_id
-        if self._new_generation_pending or switched or (n is not None and self.step + 1 >= n):
-            self._clear_buffers()
-            self.stats = CacheStats(generation=self.stats.generation + 1)
-            self._new_generation_pending = False
-        self.step += 1
-        self.stats.executed_steps = self.step + 1
-        return self.step
+        if new_generation:
+            self._start_generation(t)
+        elif new_step:
+            self.step += 1
+            self.call_in_step = 0
+            self._direction = self._direction or direction
+        else:
+            self.call_in_step += 1
+            self.separate_cfg = True
+        self._last_t = t
+        self.calls += 1
+        self.branch = self._branch_name(self.call_in_step)
 
-    # -- decision ------------------------------------------------------------------------------
-    def should_reuse(self, fn_residual: torch.Tensor) -> bool:
-        """True iff this step may reuse the stored middle residuals (gates in documented order)."""
+    def _branch_name(self, index: int) -> str:
+        if index >= 2:
+            return f"branch{index}"
+        first_is_cfg = self.config.cfg_compute_first and self.config.enable_separate_cfg is not False
+        return (UNCOND, COND)[index] if first_is_cfg else (COND, UNCOND)[index]
+
+    # -- decision ----------------------------------------------------------------------------
+    def decide(self, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None, graph_id: int = 0) -> bool:
+        """Place this call (step, branch, generation), then decide whether to skip the middle.
+
+        The timestep and the diffs against every branch's reference are read in one transfer.
+        """
+        refs = [
+            (name, b.reference_residual)
+            for name, b in self.branches.items()
+            if b.reference_residual is not None and b.reference_residual.shape == fn_residual.shape
+        ]
+        device_values = [s for _, ref in refs for s in _l1_sums(ref, fn_residual)]
+        t = None
+        if timestep is not None:
+            first = timestep.reshape(-1)[0]
+            if device_values and first.device == fn_residual.device:
+                device_values.insert(0, first.float())
+            else:
+                t = float(first)
+        values = torch.stack(device_values).tolist() if device_values else []
+        if len(values) > 2 * len(refs):
+            t, values = values[0], values[1:]
+        diffs = {name: _ratio(values[2 * i], values[2 * i + 1]) for i, (name, _) in enumerate(refs)}
+        self._advance(t, graph_id)
+        # A new generation cleared the branches: diffs against the old references do not count.
+        return self._should_reuse(diffs.get(self.branch) if self.branch in self.branches else None)
+
+    def _should_reuse(self, diff: Optional[float]) -> bool:
         cfg, step = self.config, self.step
+        branch = self.branches.setdefault(self.branch, Branch())
         if step in range(0, cfg.max_warmup_steps, cfg.warmup_interval):
             return False
-        if cfg.max_cached_steps >= 0 and len(self.stats.cached_steps) >= cfg.max_cached_steps:
+        if cfg.max_cached_steps >= 0 and len(branch.stats.cached_steps) >= cfg.max_cached_steps:
             return False
-        if cfg.max_continuous_cached_steps >= 0 and self.continuous_cached >= cfg.max_continuous_cached_steps:
+        if cfg.max_continuous_cached_steps >= 0 and branch.continuous_cached >= cfg.max_continuous_cached_steps:
             return False
         limit = cfg.max_accumulated_residual_diff_threshold
-        if limit is not None and self.accumulated_diff >= limit:
+        if limit is not None and branch.accumulated_diff >= limit:
             return False
-        ref = self.reference_residual
-        if cfg.residual_diff_threshold <= 0 or ref is None or self.middle_residuals is None:
+        if cfg.residual_diff_threshold <= 0 or branch.middle_residuals is None or diff is None:
             return False
-        if ref.shape != fn_residual.shape:
-            return False
-        diff = relative_l1(ref, fn_residual)
-        self.stats.residual_diffs[step] = diff
-        self.accumulated_diff += diff
+        if self.branch == UNCOND and not cfg.cfg_diff_compute_separate:
+            cond = self.branches.get(COND)
+            diff = cond.stats.residual_diffs.get(step, diff) if cond is not None else diff
+        branch.stats.residual_diffs[step] = diff
+        branch.accumulated_diff += diff
         return diff < cfg.residual_diff_threshold
 
-    # -- middle --------------------------------------------------------------------------------
+    # -- middle ------------------------------------------------------------------------------
     def run_middle(
         self,
         reuse: bool,
@@ -129,16 +222,36 @@ class CacheContext(torch.nn.Module):
     ) -> Tuple[torch.Tensor, ...]:
         """Run the middle blocks, or rebuild their outputs as ``base + stored residual``.
 
-        ``stream_bases[k]`` is the stream entering the middle that output ``k`` continues
-        (hidden after Fn, encoder after Fn, ...).
+        ``stream_bases[k]`` is the stream entering the middle that output ``k`` continues.
         """
-        if reuse:
-            self.stats.cached_steps.append(self.step)
-            self.continuous_cached += 1
-            return tuple(base + res for base, res in zip(stream_bases, self.middle_residuals))
-        self.continuous_cached = 0
-        self.reference_residual = fn_residual
+        branch = self.branches.setdefault(self.branch, Branch())
+        if reuse and all(b.shape == r.shape for b, r in zip(stream_bases, branch.middle_residuals)):
+            branch.stats.cached_steps.append(self.step)
+            branch.continuous_cached += 1
+            return tuple(base + res for base, res in zip(stream_bases, branch.middle_residuals))
+        branch.continuous_cached = 0
+        branch.reference_residual = fn_residual
         out = body(*body_args)
         outs = out if isinstance(out, tuple) else (out,)
-        self.middle_residuals = tuple(o - base for o, base in zip(outs, stream_bases))
+        branch.middle_residuals = tuple(o - base for o, base in zip(outs, stream_bases))
         return outs
+
+    # -- stats -------------------------------------------------------------------------------
+    @property
+    def stats(self) -> CacheStats:
+        empty = BranchStats()
+        cond = self.branches.get(COND)
+        uncond = self.branches.get(UNCOND)
+        cond_stats = cond.stats if cond else empty
+        uncond_stats = uncond.stats if uncond else empty
+        return CacheStats(
+            cached_steps=list(cond_stats.cached_steps),
+            residual_diffs=dict(cond_stats.residual_diffs),
+            cfg_cached_steps=list(uncond_stats.cached_steps),
+            cfg_residual_diffs=dict(uncond_stats.residual_diffs),
+            branches={name: BranchStats(list(b.stats.cached_steps), dict(b.stats.residual_diffs)) for name, b in self.branches.items()},
+            executed_steps=self.step + 1 if self.calls else 0,
+            calls=self.calls,
+            generation=self.generation,
+            separate_cfg=self.separate_cfg,
+        )

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch.fx.node import has_side_effect
@@ -13,10 +13,11 @@ from .context import CacheContext
 
 
 @has_side_effect  # advances the step counter: never dead-code eliminated
-def dbcache_decide(cache: CacheContext, fn_residual: torch.Tensor, graph_id: int = 0) -> bool:
-    """Count this call as one step and decide whether the middle blocks may be skipped."""
-    cache.begin_step(graph_id)
-    return cache.should_reuse(fn_residual)
+def dbcache_decide(
+    cache: CacheContext, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None, graph_id: int = 0
+) -> bool:
+    """Place this call (step, CFG branch, generation) and decide whether to skip the middle blocks."""
+    return cache.decide(fn_residual, timestep, graph_id)
 
 
 @has_side_effect
