@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import warnings
@@ -168,6 +169,28 @@ def disable(model: torch.nn.Module) -> torch.nn.Module:
 def reset(model: torch.nn.Module) -> None:
     """Start a new generation at the next call: cached residuals and statistics are cleared."""
     _session(model).cache.reset()
+
+
+@contextlib.contextmanager
+def generation(model: torch.nn.Module, num_inference_steps: Optional[int] = None):
+    """``with dit_fx.generation(model, num_inference_steps=None): ...`` runs one generation.
+
+    Entering starts a new generation; inside, ``num_inference_steps`` (if given) overrides the
+    config's; leaving makes the next call start a new one. Explicit control always wins over the
+    timestep-based detection.
+    """
+    if num_inference_steps is not None and (
+        isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
+    ):
+        raise ValueError(f"num_inference_steps must be a positive int or None, got {num_inference_steps!r}")
+    cache = _session(model).cache
+    cache.reset()
+    cache.num_steps_override = num_inference_steps
+    try:
+        yield cache
+    finally:
+        cache.num_steps_override = None
+        cache.reset()
 
 
 def summary(model: torch.nn.Module) -> CacheStats:

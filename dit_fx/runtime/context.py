@@ -107,6 +107,7 @@ class CacheContext(torch.nn.Module):
         self._graph_id: Optional[int] = None
         self._start_generation(None)
         self.generation, self._pending = 0, True  # the first call starts generation 1
+        self.num_steps_override: Optional[int] = None  # set by dit_fx.generation(...)
 
     # -- where are we -----------------------------------------------------------------------
     def _start_generation(self, t: Optional[float]) -> None:
@@ -140,7 +141,7 @@ class CacheContext(torch.nn.Module):
                 new_step = self.call_in_step >= 1
             else:
                 new_step = moved
-            n = cfg.num_inference_steps
+            n = self.num_steps_override if self.num_steps_override is not None else cfg.num_inference_steps
             if new_step and n is not None and self.step + 1 >= n:
                 new_generation = True
         self._graph_id = graph_id

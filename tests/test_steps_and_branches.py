@@ -1,0 +1,150 @@
+"""Steps, CFG branches and generations are read from the timestep, with no hints (runtime level)."""
+
+import pytest
+import torch
+
+from dit_fx import DBCacheConfig
+from dit_fx.runtime import CacheContext
+
+BASE = torch.arange(1.0, 7.0).reshape(2, 3)
+
+
+def body(hidden):
+    return hidden + 1.0
+
+
+class Loop:
+    """Drives a CacheContext like a denoising loop would drive a transformer."""
+
+    def __init__(self, **cfg):
+        cfg.setdefault("fn_blocks", 1)
+        cfg.setdefault("residual_diff_threshold", 0.5)
+        cfg.setdefault("max_warmup_steps", 1)
+        self.ctx = CacheContext(DBCacheConfig(**cfg))
+        self.log = []  # (generation, step, branch, reused)
+
+    def call(self, t, residual=BASE):
+        ts = None if t is None else torch.tensor([t, t])
+        reuse = self.ctx.decide(residual, ts)
+        self.ctx.run_middle(reuse, residual, body, (torch.zeros(2, 3),), (torch.zeros(2, 3),))
+        self.log.append((self.ctx.generation, self.ctx.step, self.ctx.branch, reuse))
+        return reuse
+
+    def run(self, timesteps, calls_per_step=1, drift=0.0):
+        for k, t in enumerate(timesteps):
+            for c in range(calls_per_step):
+                # each branch sees its own residual: the uncond one is offset
+                self.call(t, BASE * (1 + drift * k) + 10.0 * c)
+
+
+def decreasing(n):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler()
+    sched.set_timesteps(n)
+    return [float(t) for t in sched.timesteps]
+
+
+def test_decreasing_schedule_two_back_to_back_generations():
+    loop = Loop()
+    ts = decreasing(6)
+    loop.run(ts)
+    first = loop.ctx.stats
+    assert [(g, s) for g, s, _, _ in loop.log] == [(1, k) for k in range(6)]
+    assert first.executed_steps == 6 and first.cached_steps == [1, 2, 3, 4, 5] and not first.separate_cfg
+    loop.run(ts)  # the timestep jumps back up: a new generation, no hint needed
+    assert [(g, s) for g, s, _, _ in loop.log[6:]] == [(2, k) for k in range(6)]
+    assert loop.ctx.stats.cached_steps == first.cached_steps and loop.ctx.stats.generation == 2
+
+
+def test_increasing_schedule_is_learned_from_the_first_two_timesteps():
+    loop = Loop()
+    ts = [k / 10 for k in range(5)]  # Lumina2-style: 0.0 -> 0.4
+    loop.run(ts)
+    loop.run(ts)  # drops back to 0.0: against the direction -> generation 2
+    assert [(g, s) for g, s, _, _ in loop.log] == [(1, k) for k in range(5)] + [(2, k) for k in range(5)]
+
+
+def test_cfg_two_calls_per_timestep_get_separate_branches():
+    loop = Loop()
+    loop.run(decreasing(5), calls_per_step=2)
+    stats = loop.ctx.stats
+    assert stats.separate_cfg and stats.executed_steps == 5 and stats.calls == 10
+    assert [b for _, _, b, _ in loop.log] == ["cond", "uncond"] * 5
+    # each branch is compared with its own reference: identical residuals per branch -> all cached
+    assert stats.cached_steps == [1, 2, 3, 4] and stats.cfg_cached_steps == [1, 2, 3, 4]
+    assert set(stats.branches) == {"cond", "uncond"}
+    loop.run(decreasing(5), calls_per_step=2)
+    assert loop.ctx.stats.generation == 2 and loop.ctx.stats.cfg_cached_steps == [1, 2, 3, 4]
+
+
+def test_cfg_branches_never_share_buffers():
+    """Were the branches mixed, the uncond call (residual +10) would never be similar enough."""
+    loop = Loop(residual_diff_threshold=0.05)
+    loop.run(decreasing(4), calls_per_step=2)
+    assert loop.ctx.stats.cfg_cached_steps == [1, 2, 3]
+
+
+def test_separate_cfg_false_makes_every_call_a_step():
+    loop = Loop(enable_separate_cfg=False, residual_diff_threshold=0.05)
+    loop.run(decreasing(3), calls_per_step=2)
+    stats = loop.ctx.stats
+    assert stats.executed_steps == 6 and not stats.separate_cfg and stats.cfg_cached_steps == []
+    assert [b for _, _, b, _ in loop.log] == ["cond"] * 6
+
+
+def test_forced_separate_cfg_without_timestep_alternates_by_parity():
+    loop = Loop(enable_separate_cfg=True)
+    for k in range(6):
+        loop.call(None, BASE + 10.0 * (k % 2))
+    assert [(s, b) for _, s, b, _ in loop.log] == [(0, "cond"), (0, "uncond"), (1, "cond"), (1, "uncond"), (2, "cond"), (2, "uncond")]
+    assert loop.ctx.stats.cached_steps == [1, 2] and loop.ctx.stats.cfg_cached_steps == [1, 2]
+
+
+def test_cfg_compute_first_names_the_first_call_uncond():
+    loop = Loop(cfg_compute_first=True)
+    loop.run(decreasing(2), calls_per_step=2)
+    assert [b for _, _, b, _ in loop.log] == ["uncond", "cond", "uncond", "cond"]
+
+
+def test_cfg_diff_compute_separate_false_reuses_the_cond_diff():
+    loop = Loop(cfg_diff_compute_separate=False, residual_diff_threshold=0.3, max_warmup_steps=1)
+    loop.run(decreasing(5), calls_per_step=2, drift=0.1)
+    stats = loop.ctx.stats
+    assert stats.cfg_residual_diffs == stats.residual_diffs and stats.cached_steps == stats.cfg_cached_steps
+    separate = Loop(residual_diff_threshold=0.3, max_warmup_steps=1)
+    separate.run(decreasing(5), calls_per_step=2, drift=0.1)
+    assert separate.ctx.stats.cfg_residual_diffs != separate.ctx.stats.residual_diffs
+
+
+def test_num_inference_steps_with_cfg_counts_steps_not_calls():
+    loop = Loop(num_inference_steps=3)
+    ts = [900.0, 800.0, 700.0, 600.0]  # a 4th step in the same direction: only N=3 says it is new
+    loop.run(ts, calls_per_step=2)
+    assert [(g, s) for g, s, _, _ in loop.log] == [(1, 0), (1, 0), (1, 1), (1, 1), (1, 2), (1, 2), (2, 0), (2, 0)]
+
+
+def test_explicit_generation_context_wins(tiny):
+    import dit_fx
+    from helpers import run_steps
+    from tiny_models import make_trajectory
+
+    spec = tiny("wan")
+    model = spec.build()
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.22, max_warmup_steps=1))
+    steps = make_trajectory("wan", 6)
+    with dit_fx.generation(model, num_inference_steps=3):
+        run_steps(model, steps)  # 6 decreasing timesteps, but the context says 3 per generation
+        assert dit_fx.summary(model).generation == 2 and dit_fx.summary(model).executed_steps == 3
+    run_steps(model, steps[3:4])  # leaving the context: the next call starts a new generation
+    assert dit_fx.summary(model).generation == 3 and dit_fx.summary(model).executed_steps == 1
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        with dit_fx.generation(model, num_inference_steps=0):
+            pass
+
+
+def test_separate_cfg_config_values_are_validated():
+    with pytest.raises(ValueError, match="enable_separate_cfg"):
+        DBCacheConfig(enable_separate_cfg="yes")
+    with pytest.raises(ValueError, match="cfg_compute_first"):
+        DBCacheConfig(cfg_compute_first=None)
