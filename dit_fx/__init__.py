@@ -1,9 +1,9 @@
 """dit_fx: training-free DiT acceleration as a torch.fx graph rewrite (DBCache)."""
 
-from .api import disable, dump, generation, optimize, plan, reset, summary
+from .api import disable, dump, generation, optimize, plan, plot_timeline, reset, summary
 from .config import DBCacheConfig
 from .runtime import CacheStats
 
 __version__ = "0.1.0"
 
-__all__ = ["DBCacheConfig", "CacheStats", "optimize", "disable", "reset", "generation", "summary", "plan", "dump", "__version__"]
+__all__ = ["DBCacheConfig", "CacheStats", "optimize", "disable", "reset", "generation", "summary", "plan", "dump", "plot_timeline", "__version__"]

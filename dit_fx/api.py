@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import functools
 import warnings
 import weakref
@@ -16,6 +17,7 @@ from .backend import Session, forget_session, session_of
 from .config import DBCacheConfig, coerce_config
 from .fast_path import DirectCall, OutputTemplate, call_key, make_binder, module_epoch
 from .patterns.regions import count_module_blocks
+from .pipelines import hook_scheduler, is_pipeline, per_component, split_configs, transformer_components, unhook_scheduler
 from .runtime import CacheStats
 
 _MISSING = object()
@@ -52,8 +54,10 @@ def optimize(
     compiled by Inductor (``compile=True``). Anything the rewrite cannot handle runs the original
     forward with one warning saying why.
     """
+    if is_pipeline(model):
+        return _optimize_pipeline(model, config, compile)
     if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"optimize expects a transformer nn.Module, got {type(model).__name__}")
+        raise ValueError(f"optimize expects a transformer nn.Module or a diffusers pipeline, got {type(model).__name__}")
     if not isinstance(compile, bool):
         raise ValueError(f"optimize(compile=...) must be a bool, got {compile!r}")
     cfg = coerce_config(config)
@@ -69,6 +73,25 @@ def optimize(
     _OPTIMIZED[model] = state
     model.forward = _make_forward(weakref.ref(model), original, state)
     return model
+
+
+def _optimize_pipeline(pipe: Any, config: Any, compile: bool) -> Any:
+    """Optimize every transformer component; each ``pipe(...)`` call starts a new generation."""
+    configs = split_configs(pipe, config)
+    for name, module in transformer_components(pipe).items():
+        optimize(module, configs[name], compile=compile)
+    pipe_ref = weakref.ref(pipe)
+
+    def reset_all() -> None:
+        live = pipe_ref()
+        if live is not None:
+            for module in transformer_components(live).values():
+                if module in _OPTIMIZED:
+                    _OPTIMIZED[module].session.cache.reset()
+
+    unhook_scheduler(pipe)
+    hook_scheduler(pipe, reset_all)
+    return pipe
 
 
 def _make_forward(model_ref, original: Callable, state: _Optimized) -> Callable:
@@ -154,7 +177,13 @@ def _session(model: torch.nn.Module) -> Session:
 
 
 def disable(model: torch.nn.Module) -> torch.nn.Module:
-    """Restore the original forward exactly; the cache state is dropped."""
+    """Restore the original forward exactly; the cache state is dropped. Pipelines: every transformer."""
+    if is_pipeline(model):
+        unhook_scheduler(model)
+        for module in transformer_components(model).values():
+            if module in _OPTIMIZED:
+                disable(module)
+        return model
     state = _OPTIMIZED.pop(model, None)
     if state is None:
         raise ValueError("model is not optimized by dit_fx.optimize")
@@ -168,6 +197,9 @@ def disable(model: torch.nn.Module) -> torch.nn.Module:
 
 def reset(model: torch.nn.Module) -> None:
     """Start a new generation at the next call: cached residuals and statistics are cleared."""
+    if is_pipeline(model):
+        per_component(model, reset)
+        return
     _session(model).cache.reset()
 
 
@@ -193,19 +225,51 @@ def generation(model: torch.nn.Module, num_inference_steps: Optional[int] = None
         cache.reset()
 
 
-def summary(model: torch.nn.Module) -> CacheStats:
-    """Statistics of the current generation: ``cached_steps``, ``residual_diffs``, ``executed_steps``."""
-    return copy.deepcopy(_session(model).cache.stats)
+def summary(model: torch.nn.Module, details: bool = False):
+    """Statistics of the current generation (a dict by component name for a pipeline).
+
+    ``cached_steps`` / ``cfg_cached_steps`` per branch, ``executed_steps``, ``residual_diffs``;
+    with ``details=True`` also ``details``: a markdown table of residual-diff percentiles per
+    branch against the threshold, to help pick one.
+    """
+    if is_pipeline(model):
+        return per_component(model, summary, details=details)
+    session = _session(model)
+    stats = copy.deepcopy(session.cache.stats)
+    if details:
+        from .report import residual_diff_table
+
+        stats.details = residual_diff_table(stats, session.config.residual_diff_threshold)
+    return stats
 
 
 def plan(model: torch.nn.Module):
-    """The plan of the most recent capture (None before the first call)."""
+    """The plan of the most recent capture (None before the first call); a dict for a pipeline."""
+    if is_pipeline(model):
+        return per_component(model, plan)
     record = _session(model).last_record
     return record.plan if record else None
 
 
 def dump(model: torch.nn.Module, directory: str) -> str:
-    """Write plan.json, the captured graph and the glue/head/body/tail code to ``directory``."""
+    """Write plan.json, the captured graph and the glue/head/body/tail code to ``directory``
+    (one sub-folder per transformer for a pipeline)."""
     from .dump_writer import write_dump
 
+    if is_pipeline(model):
+        for name, module in transformer_components(model).items():
+            write_dump(_session(module), os.path.join(directory, name))
+        return directory
     return write_dump(_session(model), directory)
+
+
+def plot_timeline(model: torch.nn.Module, path: str) -> str:
+    """PNG of the residual diff per step against the threshold, cached steps marked, per branch
+    (one panel per transformer for a pipeline). Needs matplotlib (``pip install dit_fx[plot]``)."""
+    from .report import plot_sessions
+
+    if is_pipeline(model):
+        sessions = {name: _session(module) for name, module in transformer_components(model).items()}
+    else:
+        sessions = {"transformer": _session(model)}
+    return plot_sessions(sessions, path)

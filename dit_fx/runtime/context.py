@@ -55,6 +55,7 @@ class CacheStats:
     calls: int = 0
     generation: int = 0
     separate_cfg: bool = False
+    details: Optional[str] = None  # markdown table, filled by dit_fx.summary(..., details=True)
 
     @property
     def computed_steps(self) -> List[int]:
