@@ -32,6 +32,7 @@ class _Optimized:
     instance_forward: Any  # the module's own ``forward`` attribute before, or _MISSING
     compiled: Callable
     fallback_reason: Optional[str] = None
+    instance_cache_context: Any = _MISSING  # the module's own ``cache_context`` attribute before
     direct: Dict[Any, DirectCall] = field(default_factory=dict)  # call key -> direct glue call
     epoch: int = -1
     warned_bypass: bool = False
@@ -72,7 +73,27 @@ def optimize(
     state = _Optimized(session, model.__dict__.get("forward", _MISSING), compiled)
     _OPTIMIZED[model] = state
     model.forward = _make_forward(weakref.ref(model), original, state)
+    if callable(getattr(model, "cache_context", None)):
+        state.instance_cache_context = model.__dict__.get("cache_context", _MISSING)
+        model.cache_context = _naming_cache_context(model.cache_context, session.cache)
     return model
+
+
+def _naming_cache_context(original: Callable, cache) -> Callable:
+    """``transformer.cache_context("uncond")`` as diffusers pipelines use it: also tell dit_fx
+    which CFG branch the calls inside belong to, then do what diffusers does."""
+
+    @functools.wraps(original)
+    @contextlib.contextmanager
+    def cache_context(name, *args, **kwargs):
+        cache.branch_hint = name
+        try:
+            with original(name, *args, **kwargs):
+                yield
+        finally:
+            cache.branch_hint = None
+
+    return cache_context
 
 
 def _optimize_pipeline(pipe: Any, config: Any, compile: bool) -> Any:
@@ -188,10 +209,11 @@ def disable(model: torch.nn.Module) -> torch.nn.Module:
     if state is None:
         raise ValueError("model is not optimized by dit_fx.optimize")
     forget_session(state.session)
-    if state.instance_forward is _MISSING:
-        del model.forward
-    else:
-        model.forward = state.instance_forward
+    for attr, before in (("forward", state.instance_forward), ("cache_context", state.instance_cache_context)):
+        if before is not _MISSING:
+            setattr(model, attr, before)
+        elif attr in model.__dict__:
+            delattr(model, attr)
     return model
 
 

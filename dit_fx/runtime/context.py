@@ -109,6 +109,7 @@ class CacheContext(torch.nn.Module):
         self._start_generation(None)
         self.generation, self._pending = 0, True  # the first call starts generation 1
         self.num_steps_override: Optional[int] = None  # set by dit_fx.generation(...)
+        self.branch_hint: Optional[str] = None  # set by the pipeline's transformer.cache_context(name)
 
     # -- where are we -----------------------------------------------------------------------
     def _start_generation(self, t: Optional[float]) -> None:
@@ -160,6 +161,8 @@ class CacheContext(torch.nn.Module):
         self.branch = self._branch_name(self.call_in_step)
 
     def _branch_name(self, index: int) -> str:
+        if self.branch_hint is not None and self.config.enable_separate_cfg is not False:
+            return self.branch_hint  # the pipeline named it ("cond" / "uncond")
         if index >= 2:
             return f"branch{index}"
         first_is_cfg = self.config.cfg_compute_first and self.config.enable_separate_cfg is not False
