@@ -11,7 +11,6 @@ After this pass the parent graph reads like the algorithm::
 
 from __future__ import annotations
 
-import itertools
 import re
 import operator
 from typing import Dict, List, Tuple
@@ -22,10 +21,6 @@ import torch.fx as fx
 from ..config import DBCacheConfig
 from ..patterns import Plan
 from ..runtime import CacheContext, dbcache_decide, dbcache_middle
-
-
-# One id per rewritten graph (= per input shape): the runtime starts a new generation on a switch.
-_GRAPH_IDS = itertools.count(1)
 
 
 def _timestep_input(graph: fx.Graph):
@@ -75,9 +70,7 @@ def insert_dbcache_glue(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -
         fn_residual = graph.call_function(torch.sub, (values[plan.hidden_fn], values[plan.hidden_in]))
         fn_residual.name = "fn_residual"
         cache = graph.get_attr("cache")
-        reuse = graph.call_function(
-            dbcache_decide, (cache, fn_residual, _timestep_input(graph)), {"graph_id": next(_GRAPH_IDS)}
-        )
+        reuse = graph.call_function(dbcache_decide, (cache, fn_residual, _timestep_input(graph)))
         reuse.name = "reuse"
         body = graph.get_attr("body")
         middle = graph.call_function(

@@ -9,8 +9,9 @@ receives, with no hints needed:
   some, e.g. Lumina2, increase); a later timestep moving against it starts a new generation;
 - a call with the same timestep as the previous call is another CFG branch of the same step
   (``enable_separate_cfg=None`` detects this; ``True`` forces it; ``False`` makes every call a step);
-- a change of input shape, batch size, dtype or device (a different rewritten graph) starts a new
-  generation; so do ``reset()`` and call ``N+1`` of ``num_inference_steps=N`` steps.
+- a change of the hidden stream's shape (resolution, batch size), dtype or device starts a new
+  generation (other inputs may differ per branch: a negative prompt of another length); so do
+  ``reset()`` and step ``N+1`` of ``num_inference_steps=N`` steps.
 Without a timestep input every call is one step (with ``enable_separate_cfg=True``: calls alternate
 between branches by parity, as in cache-dit).
 """
@@ -105,7 +106,7 @@ class CacheContext(torch.nn.Module):
         super().__init__()
         self.config = config
         self.generation = 0
-        self._graph_id: Optional[int] = None
+        self._signature = None  # (shape, dtype, device) of the hidden stream of the last call
         self._start_generation(None)
         self.generation, self._pending = 0, True  # the first call starts generation 1
         self.num_steps_override: Optional[int] = None  # set by dit_fx.generation(...)
@@ -128,11 +129,11 @@ class CacheContext(torch.nn.Module):
         """Start a new generation at the next call: buffers and stats are cleared then."""
         self._pending = True
 
-    def _advance(self, t: Optional[float], graph_id: int) -> None:
+    def _advance(self, t: Optional[float], signature) -> None:
         cfg = self.config
         moved = t is not None and self._last_t is not None and t != self._last_t
         direction = (1 if t > self._last_t else -1) if moved else 0
-        new_generation = self._pending or graph_id != self._graph_id or (
+        new_generation = self._pending or signature != self._signature or (
             moved and self._direction != 0 and direction != self._direction
         )
         new_step = False
@@ -146,7 +147,7 @@ class CacheContext(torch.nn.Module):
             n = self.num_steps_override if self.num_steps_override is not None else cfg.num_inference_steps
             if new_step and n is not None and self.step + 1 >= n:
                 new_generation = True
-        self._graph_id = graph_id
+        self._signature = signature
         if new_generation:
             self._start_generation(t)
         elif new_step:
@@ -169,7 +170,7 @@ class CacheContext(torch.nn.Module):
         return (UNCOND, COND)[index] if first_is_cfg else (COND, UNCOND)[index]
 
     # -- decision ----------------------------------------------------------------------------
-    def decide(self, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None, graph_id: int = 0) -> bool:
+    def decide(self, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
         """Place this call (step, branch, generation), then decide whether to skip the middle.
 
         The timestep and the diffs against every branch's reference are read in one transfer.
@@ -191,7 +192,7 @@ class CacheContext(torch.nn.Module):
         if len(values) > 2 * len(refs):
             t, values = values[0], values[1:]
         diffs = {name: _ratio(values[2 * i], values[2 * i + 1]) for i, (name, _) in enumerate(refs)}
-        self._advance(t, graph_id)
+        self._advance(t, (fn_residual.shape, fn_residual.dtype, fn_residual.device))
         # A new generation cleared the branches: diffs against the old references do not count.
         return self._should_reuse(diffs.get(self.branch) if self.branch in self.branches else None)
 

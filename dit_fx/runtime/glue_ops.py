@@ -13,11 +13,9 @@ from .context import CacheContext
 
 
 @has_side_effect  # advances the step counter: never dead-code eliminated
-def dbcache_decide(
-    cache: CacheContext, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None, graph_id: int = 0
-) -> bool:
+def dbcache_decide(cache: CacheContext, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
     """Place this call (step, CFG branch, generation) and decide whether to skip the middle blocks."""
-    return cache.decide(fn_residual, timestep, graph_id)
+    return cache.decide(fn_residual, timestep)
 
 
 @has_side_effect
