@@ -29,8 +29,9 @@ class _Optimized:
     """What ``optimize`` changed on a module, so ``disable`` can put it back exactly."""
 
     session: Session
-    instance_forward: Any  # the module's own ``forward`` attribute before, or _MISSING
+    instance_forward: Any  # the module's own forward attribute (in ``slot``) before, or _MISSING
     compiled: Callable
+    slot: str = "forward"  # "_old_forward" under an accelerate hook
     fallback_reason: Optional[str] = None
     instance_cache_context: Any = _MISSING  # the module's own ``cache_context`` attribute before
     direct: Dict[Any, DirectCall] = field(default_factory=dict)  # call key -> direct glue call
@@ -70,9 +71,12 @@ def optimize(
     session = Session(cfg, lowering="inductor" if compile else "eager")
     original = type(model).forward.__get__(model)
     compiled = torch.compile(original, backend=session, fullgraph=True, dynamic=False)
-    state = _Optimized(session, model.__dict__.get("forward", _MISSING), compiled)
+    # accelerate's hooks (offloading, device maps) replace ``forward`` and call ``_old_forward``:
+    # take the inner slot so the hook keeps running around the optimized forward.
+    slot = "_old_forward" if "_old_forward" in model.__dict__ and hasattr(model, "_hf_hook") else "forward"
+    state = _Optimized(session, model.__dict__.get(slot, _MISSING), compiled, slot=slot)
     _OPTIMIZED[model] = state
-    model.forward = _make_forward(weakref.ref(model), original, state)
+    setattr(model, slot, _make_forward(weakref.ref(model), original, state))
     if callable(getattr(model, "cache_context", None)):
         state.instance_cache_context = model.__dict__.get("cache_context", _MISSING)
         model.cache_context = _naming_cache_context(model.cache_context, session.cache)
@@ -209,7 +213,7 @@ def disable(model: torch.nn.Module) -> torch.nn.Module:
     if state is None:
         raise ValueError("model is not optimized by dit_fx.optimize")
     forget_session(state.session)
-    for attr, before in (("forward", state.instance_forward), ("cache_context", state.instance_cache_context)):
+    for attr, before in ((state.slot, state.instance_forward), ("cache_context", state.instance_cache_context)):
         if before is not _MISSING:
             setattr(model, attr, before)
         elif attr in model.__dict__:

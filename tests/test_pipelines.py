@@ -79,3 +79,36 @@ def test_pipeline_config_mapping_is_checked():
         dit_fx.optimize(pipe, {"transformer_2": dit_fx.DBCacheConfig(fn_blocks=1)})
     with pytest.raises(ValueError, match="fn_blocks"):
         dit_fx.optimize(pipe, {"fn_blocks": 0})
+
+
+def test_accelerate_hooks_keep_running_around_the_optimized_forward(tiny):
+    """Offloading / device-map hooks (accelerate) wrap forward; dit_fx takes the inner slot."""
+    from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
+
+    from helpers import run_steps
+    from tiny_models import make_trajectory
+
+    class Counting(ModelHook):
+        calls = 0
+
+        def pre_forward(self, module, *args, **kwargs):
+            Counting.calls += 1
+            return args, kwargs
+
+    spec = tiny("wan_deep")
+    model = spec.build()
+    steps = make_trajectory("wan_deep", 8)
+    expected = run_steps(model, steps)
+    add_hook_to_module(model, Counting())
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0))
+    got = run_steps(model, steps)
+    assert Counting.calls == 8, "the accelerate hook runs on every call"
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+    assert dit_fx.summary(model).executed_steps == 8
+    dit_fx.disable(model)
+    remove_hook_from_module(model)
+    # accelerate itself leaves the original bound forward as an instance attribute
+    assert not getattr(model.forward, "__dit_fx__", False) and "_old_forward" not in model.__dict__
+    for a, b in zip(run_steps(model, steps), expected):
+        assert torch.equal(a, b)

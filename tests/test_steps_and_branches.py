@@ -148,3 +148,30 @@ def test_separate_cfg_config_values_are_validated():
         DBCacheConfig(enable_separate_cfg="yes")
     with pytest.raises(ValueError, match="cfg_compute_first"):
         DBCacheConfig(cfg_compute_first=None)
+
+
+@pytest.mark.parametrize("calls_per_step", [1, 2])
+@pytest.mark.parametrize("increasing", [False, True])
+def test_bare_transformer_in_a_scheduler_loop(tiny, calls_per_step, increasing):
+    """A bare Wan transformer driven like ComfyUI drives it: no hints, two generations back to back."""
+    import dit_fx
+
+    spec = tiny("wan")
+    model = spec.build()
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0))
+    timesteps = decreasing(5)
+    if increasing:
+        timesteps = [1000.0 - t for t in timesteps]
+    for generation in (1, 2):
+        x = spec.make_inputs(0, 0.0)["hidden_states"]
+        for t in timesteps:
+            outs = []
+            for branch in range(calls_per_step):  # cond, then uncond with another prompt
+                with torch.no_grad():
+                    outs.append(model(**dict(spec.make_inputs(branch, t), hidden_states=x))[0])
+            x = x - 0.05 * outs[-1]
+        stats = dit_fx.summary(model)
+        assert stats.generation == generation and stats.executed_steps == 5
+        assert stats.calls == 5 * calls_per_step
+        assert stats.separate_cfg == (calls_per_step == 2)
+        assert set(stats.branches) == ({"cond", "uncond"} if calls_per_step == 2 else {"cond"})
