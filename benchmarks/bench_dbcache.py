@@ -592,6 +592,9 @@ class Runner:
                 bn_blocks=0,
                 residual_diff_threshold=CACHED_THRESHOLD if cached else 0.0,
                 max_warmup_steps=1 if cached else 0,
+                # identical inputs (same timestep) every call: declare that each call is a step,
+                # else dit_fx reads repeated timesteps as CFG branches of one step
+                enable_separate_cfg=False,
             )
         except Exception as e:  # noqa: BLE001
             log(f"{key}: dit_fx unavailable: {type(e).__name__}: {e}")

@@ -175,3 +175,15 @@ def test_bare_transformer_in_a_scheduler_loop(tiny, calls_per_step, increasing):
         assert stats.calls == 5 * calls_per_step
         assert stats.separate_cfg == (calls_per_step == 2)
         assert set(stats.branches) == ({"cond", "uncond"} if calls_per_step == 2 else {"cond"})
+
+
+def test_repeated_timestep_does_not_grow_branches_without_bound():
+    loop = Loop()
+    for _ in range(12):
+        loop.call(500.0)
+    assert len(loop.ctx.branches) <= 4 and loop.ctx.stats.executed_steps == 3
+    each_call_a_step = Loop(enable_separate_cfg=False)
+    for _ in range(6):
+        each_call_a_step.call(500.0)
+    assert each_call_a_step.ctx.stats.executed_steps == 6
+    assert each_call_a_step.ctx.stats.cached_steps == [1, 2, 3, 4, 5]

@@ -9,6 +9,8 @@ receives, with no hints needed:
   some, e.g. Lumina2, increase); a later timestep moving against it starts a new generation;
 - a call with the same timestep as the previous call is another CFG branch of the same step
   (``enable_separate_cfg=None`` detects this; ``True`` forces it; ``False`` makes every call a step);
+  at most ``MAX_BRANCHES`` calls share a timestep: a loop that repeats one timestep on purpose
+  should set ``enable_separate_cfg=False``;
 - a change of the hidden stream's shape (resolution, batch size), dtype or device starts a new
   generation (other inputs may differ per branch: a negative prompt of another length); so do
   ``reset()`` and step ``N+1`` of ``num_inference_steps=N`` steps.
@@ -26,6 +28,9 @@ import torch
 from ..config import DBCacheConfig
 
 COND, UNCOND = "cond", "uncond"
+# More calls than this with one timestep are not CFG branches (a loop repeating a timestep, e.g. a
+# benchmark): each further call starts a new step, so branch buffers stay bounded.
+MAX_BRANCHES = 4
 
 
 @dataclass
@@ -143,7 +148,7 @@ class CacheContext(torch.nn.Module):
             elif t is None:  # separate CFG forced, no timestep: alternate by parity
                 new_step = self.call_in_step >= 1
             else:
-                new_step = moved
+                new_step = moved or self.call_in_step + 1 >= MAX_BRANCHES
             n = self.num_steps_override if self.num_steps_override is not None else cfg.num_inference_steps
             if new_step and n is not None and self.step + 1 >= n:
                 new_generation = True
