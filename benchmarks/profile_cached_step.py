@@ -66,8 +66,15 @@ with torch.no_grad():
     model.single_transformer_blocks = torch.nn.ModuleList()
     profile(f"ideal_F{a.fn}B0", lambda: model(**inputs))
     model.transformer_blocks, model.single_transformer_blocks = blocks, singles
-    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=a.fn, residual_diff_threshold=0.5, max_warmup_steps=1))
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=a.fn, residual_diff_threshold=0.5, max_warmup_steps=1,
+                                                enable_separate_cfg=False))
     model(**inputs)
     profile(f"dit_fx_cached_F{a.fn}B0", lambda: model(**inputs))
     s = dit_fx.summary(model)
     print("cached", len(s.cached_steps), "of", s.executed_steps, flush=True)
+    # computed step (threshold 0: never caches) against plain eager
+    dit_fx.disable(model)
+    profile("eager_full", lambda: model(**inputs))
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=a.fn, residual_diff_threshold=0.0, enable_separate_cfg=False))
+    model(**inputs)
+    profile(f"dit_fx_computed_F{a.fn}B0", lambda: model(**inputs))

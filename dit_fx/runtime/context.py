@@ -185,6 +185,8 @@ class CacheContext(torch.nn.Module):
             for name, b in self.branches.items()
             if b.reference_residual is not None and b.reference_residual.shape == fn_residual.shape
         ]
+        if self.config.residual_diff_threshold <= 0:
+            refs = []  # no diff can be used: do not compute or transfer any
         device_values = [s for _, ref in refs for s in _l1_sums(ref, fn_residual)]
         t = None
         if timestep is not None:
