@@ -20,7 +20,7 @@ import torch.fx as fx
 
 from ..config import DBCacheConfig
 from ..patterns import Plan
-from ..runtime import CacheContext, dbcache_decide, dbcache_middle
+from ..runtime import CacheContext, dbcache_decide, dbcache_middle, dbcache_read_timestep
 
 
 def _timestep_input(graph: fx.Graph):
@@ -66,11 +66,16 @@ def insert_dbcache_glue(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -
         values[stream.base]._rename(f"{stream.role}_after_fn")
     if not hasattr(gm, "cache"):
         gm.cache = CacheContext(config)  # replaced by the caller's shared context
+    timestep = _timestep_input(graph)
+    head_call = next(n for n in graph.nodes if n.op == "call_module" and n.target == "head")
+    with graph.inserting_before(head_call):
+        cache = graph.get_attr("cache")
+        if timestep is not None:
+            graph.call_function(dbcache_read_timestep, (cache, timestep))
     with graph.inserting_before(body_call):
         fn_residual = graph.call_function(torch.sub, (values[plan.hidden_fn], values[plan.hidden_in]))
         fn_residual.name = "fn_residual"
-        cache = graph.get_attr("cache")
-        reuse = graph.call_function(dbcache_decide, (cache, fn_residual, _timestep_input(graph)))
+        reuse = graph.call_function(dbcache_decide, (cache, fn_residual, timestep))
         reuse.name = "reuse"
         body = graph.get_attr("body")
         middle = graph.call_function(

@@ -1,6 +1,6 @@
 """State the rewritten graph calls into on every step. Imports nothing from the compile side."""
 
 from .context import CacheContext, CacheStats, relative_l1
-from .glue_ops import dbcache_decide, dbcache_middle
+from .glue_ops import dbcache_decide, dbcache_middle, dbcache_read_timestep
 
-__all__ = ["CacheContext", "CacheStats", "relative_l1", "dbcache_decide", "dbcache_middle"]
+__all__ = ["CacheContext", "CacheStats", "relative_l1", "dbcache_decide", "dbcache_middle", "dbcache_read_timestep"]

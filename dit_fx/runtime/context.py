@@ -116,6 +116,8 @@ class CacheContext(torch.nn.Module):
         self.generation, self._pending = 0, True  # the first call starts generation 1
         self.num_steps_override: Optional[int] = None  # set by dit_fx.generation(...)
         self.branch_hint: Optional[str] = None  # set by the pipeline's transformer.cache_context(name)
+        self._timestep_copy = None  # (pinned host buffer, CUDA event) of an asynchronous timestep read
+        self._pinned: Optional[torch.Tensor] = None
 
     # -- where are we -----------------------------------------------------------------------
     def _start_generation(self, t: Optional[float]) -> None:
@@ -175,6 +177,20 @@ class CacheContext(torch.nn.Module):
         return (UNCOND, COND)[index] if first_is_cfg else (COND, UNCOND)[index]
 
     # -- decision ----------------------------------------------------------------------------
+    def prefetch_timestep(self, timestep: Optional[torch.Tensor]) -> None:
+        """Start copying a CUDA timestep to the host before the head runs.
+
+        The copy is queued ahead of the head's kernels, so by decision time it has landed and
+        steps that need no diff never wait for the GPU. Other devices are read in ``decide``.
+        """
+        self._timestep_copy = None
+        if timestep is None or timestep.device.type != "cuda":
+            return
+        if self._pinned is None:
+            self._pinned = torch.empty((), dtype=torch.float32, pin_memory=True)
+        self._pinned.copy_(timestep.reshape(-1)[0].float(), non_blocking=True)
+        self._timestep_copy = (self._pinned, torch.cuda.current_stream(timestep.device).record_event())
+
     def decide(self, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
         """Place this call (step, branch, generation), then decide whether to skip the middle.
 
@@ -189,6 +205,10 @@ class CacheContext(torch.nn.Module):
             refs = []  # no diff can be used: do not compute or transfer any
         device_values = [s for _, ref in refs for s in _l1_sums(ref, fn_residual)]
         t = None
+        if self._timestep_copy is not None:
+            pinned, event = self._timestep_copy
+            event.synchronize()
+            t, timestep, self._timestep_copy = float(pinned), None, None
         if timestep is not None:
             first = timestep.reshape(-1)[0]
             if device_values and first.device == fn_residual.device:

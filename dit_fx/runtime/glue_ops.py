@@ -12,6 +12,12 @@ from torch.fx.node import has_side_effect
 from .context import CacheContext
 
 
+@has_side_effect
+def dbcache_read_timestep(cache: CacheContext, timestep: Optional[torch.Tensor]) -> None:
+    """Start reading the timestep (asynchronously on CUDA) before the head runs."""
+    cache.prefetch_timestep(timestep)
+
+
 @has_side_effect  # advances the step counter: never dead-code eliminated
 def dbcache_decide(cache: CacheContext, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
     """Place this call (step, CFG branch, generation) and decide whether to skip the middle blocks."""
