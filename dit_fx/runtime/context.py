@@ -192,38 +192,19 @@ class CacheContext(torch.nn.Module):
         self._timestep_copy = (self._pinned, torch.cuda.current_stream(timestep.device).record_event())
 
     def decide(self, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
-        """Place this call (step, branch, generation), then decide whether to skip the middle.
+        """Place this call (step, branch, generation), then decide whether to skip the middle."""
+        self._advance(self._read_timestep(timestep), (fn_residual.shape, fn_residual.dtype, fn_residual.device))
+        return self._should_reuse(fn_residual)
 
-        The timestep and the diffs against every branch's reference are read in one transfer.
-        """
-        refs = [
-            (name, b.reference_residual)
-            for name, b in self.branches.items()
-            if b.reference_residual is not None and b.reference_residual.shape == fn_residual.shape
-        ]
-        if self.config.residual_diff_threshold <= 0:
-            refs = []  # no diff can be used: do not compute or transfer any
-        device_values = [s for _, ref in refs for s in _l1_sums(ref, fn_residual)]
-        t = None
-        if self._timestep_copy is not None:
+    def _read_timestep(self, timestep: Optional[torch.Tensor]) -> Optional[float]:
+        if self._timestep_copy is not None:  # CUDA: copied before the head ran, so no stall here
             pinned, event = self._timestep_copy
+            self._timestep_copy = None
             event.synchronize()
-            t, timestep, self._timestep_copy = float(pinned), None, None
-        if timestep is not None:
-            first = timestep.reshape(-1)[0]
-            if device_values and first.device == fn_residual.device:
-                device_values.insert(0, first.float())
-            else:
-                t = float(first)
-        values = torch.stack(device_values).tolist() if device_values else []
-        if len(values) > 2 * len(refs):
-            t, values = values[0], values[1:]
-        diffs = {name: _ratio(values[2 * i], values[2 * i + 1]) for i, (name, _) in enumerate(refs)}
-        self._advance(t, (fn_residual.shape, fn_residual.dtype, fn_residual.device))
-        # A new generation cleared the branches: diffs against the old references do not count.
-        return self._should_reuse(diffs.get(self.branch) if self.branch in self.branches else None)
+            return float(pinned)
+        return None if timestep is None else float(timestep.reshape(-1)[0])
 
-    def _should_reuse(self, diff: Optional[float]) -> bool:
+    def _should_reuse(self, fn_residual: torch.Tensor) -> bool:
         cfg, step = self.config, self.step
         branch = self.branches.setdefault(self.branch, Branch())
         if step in range(0, cfg.max_warmup_steps, cfg.warmup_interval):
@@ -235,11 +216,16 @@ class CacheContext(torch.nn.Module):
         limit = cfg.max_accumulated_residual_diff_threshold
         if limit is not None and branch.accumulated_diff >= limit:
             return False
-        if cfg.residual_diff_threshold <= 0 or branch.middle_residuals is None or diff is None:
+        ref = branch.reference_residual
+        if cfg.residual_diff_threshold <= 0 or branch.middle_residuals is None or ref is None:
             return False
-        if self.branch == UNCOND and not cfg.cfg_diff_compute_separate:
-            cond = self.branches.get(COND)
-            diff = cond.stats.residual_diffs.get(step, diff) if cond is not None else diff
+        if ref.shape != fn_residual.shape:
+            return False
+        cond = self.branches.get(COND)
+        if self.branch == UNCOND and not cfg.cfg_diff_compute_separate and cond and step in cond.stats.residual_diffs:
+            diff = cond.stats.residual_diffs[step]  # reuse the cond call's diff of this step
+        else:
+            diff = relative_l1(ref, fn_residual)  # the one host sync of a step
         branch.stats.residual_diffs[step] = diff
         branch.accumulated_diff += diff
         return diff < cfg.residual_diff_threshold
