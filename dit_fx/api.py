@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import functools
 import warnings
@@ -18,7 +17,6 @@ from .config import DBCacheConfig, coerce_config
 from .fast_path import DirectCall, OutputTemplate, call_key, make_binder, module_epoch
 from .patterns.regions import count_module_blocks
 from .pipelines import hook_scheduler, is_pipeline, per_component, split_configs, transformer_components, unhook_scheduler
-from .runtime import CacheStats
 
 _MISSING = object()
 _RECOMPILE_LIMIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
@@ -261,7 +259,7 @@ def summary(model: torch.nn.Module, details: bool = False):
     if is_pipeline(model):
         return per_component(model, summary, details=details)
     session = _session(model)
-    stats = copy.deepcopy(session.cache.stats)
+    stats = session.cache.stats  # a fresh snapshot (copies of the lists and dicts)
     if details:
         from .report import residual_diff_table
 

@@ -75,9 +75,10 @@ class InputBinder:
 
     signature: inspect.Signature
     getters: Tuple[Tuple[str, Tuple[str, ...]], ...]  # ("arg", (name,)) or ("self", attr path)
+    varargs_only: bool  # forward(*args, **kwargs), as diffusers' wrappers are: no binding needed
 
     def __call__(self, model, args, kwargs) -> List[Any]:
-        bound = None
+        bound = {"args": args, "kwargs": kwargs} if self.varargs_only else None
         out = []
         for kind, path in self.getters:
             if kind == "self":
@@ -106,7 +107,10 @@ def make_binder(forward: Callable, sources: Sequence[str]) -> Optional[InputBind
         if not src.startswith("L[") or not keys or len(keys) > 2:
             return None
         getters.append(("arg", keys))
-    return InputBinder(inspect.signature(forward, follow_wrapped=False), tuple(getters))
+    signature = inspect.signature(forward, follow_wrapped=False)
+    kinds = [(p.name, p.kind) for p in signature.parameters.values()]
+    varargs_only = kinds == [("args", inspect.Parameter.VAR_POSITIONAL), ("kwargs", inspect.Parameter.VAR_KEYWORD)]
+    return InputBinder(signature, tuple(getters), varargs_only)
 
 
 def _subscripts(src: str) -> List[Any]:

@@ -63,11 +63,6 @@ class CacheStats:
     separate_cfg: bool = False
     details: Optional[str] = None  # markdown table, filled by dit_fx.summary(..., details=True)
 
-    @property
-    def computed_steps(self) -> List[int]:
-        cached = set(self.cached_steps)
-        return [s for s in range(self.executed_steps) if s not in cached]
-
 
 class Branch:
     """Buffers and counters of one CFG branch."""
@@ -80,14 +75,6 @@ class Branch:
         self.stats = BranchStats()
 
 
-def _l1_sums(reference: torch.Tensor, current: torch.Tensor) -> List[torch.Tensor]:
-    """sum|ref - cur| and sum|ref|, accumulated in fp32 without materialising fp32 copies."""
-    return [
-        torch.linalg.vector_norm(reference - current, 1, dtype=torch.float32),
-        torch.linalg.vector_norm(reference, 1, dtype=torch.float32),
-    ]
-
-
 def _ratio(num: float, den: float) -> float:
     if den == 0.0:
         return 0.0 if num == 0.0 else float("inf")
@@ -95,8 +82,13 @@ def _ratio(num: float, den: float) -> float:
 
 
 def relative_l1(reference: torch.Tensor, current: torch.Tensor) -> float:
-    """mean|ref - cur| / mean|ref| (fp32 accumulation); inf when the reference is all zeros."""
-    return _ratio(*torch.stack(_l1_sums(reference, current)).tolist())
+    """mean|ref - cur| / mean|ref|; inf when the reference is all zeros.
+
+    Sums are accumulated in fp32 without materialising fp32 copies; one host sync for both.
+    """
+    num = torch.linalg.vector_norm(reference - current, 1, dtype=torch.float32)
+    den = torch.linalg.vector_norm(reference, 1, dtype=torch.float32)
+    return _ratio(*torch.stack([num, den]).tolist())
 
 
 class CacheContext(torch.nn.Module):
