@@ -13,9 +13,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import torch
 
 from .backend import Session, forget_session, session_of
-from .config import DBCacheConfig, coerce_config
+from .config import AnyConfig, BlockListConfigs, DBCacheConfig, coerce_config
 from .fast_path import DirectCall, OutputTemplate, call_key, make_binder, module_epoch
-from .patterns.regions import count_module_blocks
+from .patterns.regions import module_block_lists
 from .pipelines import hook_scheduler, is_pipeline, per_component, split_configs, transformer_components, unhook_scheduler
 
 _MISSING = object()
@@ -42,7 +42,7 @@ _OPTIMIZED: "weakref.WeakKeyDictionary[torch.nn.Module, _Optimized]" = weakref.W
 
 def optimize(
     model: torch.nn.Module,
-    config: Union[DBCacheConfig, Mapping[str, Any], None] = None,
+    config: Union[DBCacheConfig, BlockListConfigs, Mapping[str, Any], None] = None,
     *,
     compile: bool = False,
 ) -> torch.nn.Module:
@@ -53,6 +53,11 @@ def optimize(
     tail around a cache decision, and run as Python (``compile=False``) or with the partitions
     compiled by Inductor (``compile=True``). Anything the rewrite cannot handle runs the original
     forward with one warning saying why.
+
+    ``config``: a ``DBCacheConfig`` (or a dict of its fields) treats all block lists as one stack;
+    a dict of configs by block-list name (``{"transformer_blocks": cfg_a,
+    "single_transformer_blocks": cfg_b}``) gives each named list its own cache context, Fn/Bn and
+    statistics (lists not named then run every step).
     """
     if is_pipeline(model):
         return _optimize_pipeline(model, config, compile)
@@ -61,9 +66,7 @@ def optimize(
     if not isinstance(compile, bool):
         raise ValueError(f"optimize(compile=...) must be a bool, got {compile!r}")
     cfg = coerce_config(config)
-    num_blocks = count_module_blocks(model)
-    if num_blocks:
-        cfg.check_block_count(num_blocks)
+    _check_block_counts(model, cfg)
     if model in _OPTIMIZED:
         disable(model)
     session = Session(cfg, lowering="inductor" if compile else "eager")
@@ -77,23 +80,36 @@ def optimize(
     setattr(model, slot, _make_forward(weakref.ref(model), original, state))
     if callable(getattr(model, "cache_context", None)):
         state.instance_cache_context = model.__dict__.get("cache_context", _MISSING)
-        model.cache_context = _naming_cache_context(model.cache_context, session.cache)
+        model.cache_context = _naming_cache_context(model.cache_context, session.tracker)
     return model
 
 
-def _naming_cache_context(original: Callable, cache) -> Callable:
+def _check_block_counts(model: torch.nn.Module, cfg: AnyConfig) -> None:
+    lists = module_block_lists(model)
+    if not lists:
+        return  # found at capture time, or refused there with a warning
+    if isinstance(cfg, DBCacheConfig):
+        cfg.check_block_count(sum(lists.values()))
+        return
+    for name, list_cfg in cfg.lists:
+        if name not in lists:
+            raise ValueError(f"config names block list {name!r}, which {type(model).__name__} lacks (it has {sorted(lists)})")
+        list_cfg.check_block_count(lists[name])
+
+
+def _naming_cache_context(original: Callable, tracker) -> Callable:
     """``transformer.cache_context("uncond")`` as diffusers pipelines use it: also tell dit_fx
     which CFG branch the calls inside belong to, then do what diffusers does."""
 
     @functools.wraps(original)
     @contextlib.contextmanager
     def cache_context(name, *args, **kwargs):
-        cache.branch_hint = name
+        tracker.branch_hint = name
         try:
             with original(name, *args, **kwargs):
                 yield
         finally:
-            cache.branch_hint = None
+            tracker.branch_hint = None
 
     return cache_context
 
@@ -110,7 +126,7 @@ def _optimize_pipeline(pipe: Any, config: Any, compile: bool) -> Any:
         if live is not None:
             for module in transformer_components(live).values():
                 if module in _OPTIMIZED:
-                    _OPTIMIZED[module].session.cache.reset()
+                    _OPTIMIZED[module].session.tracker.reset()
 
     unhook_scheduler(pipe)
     hook_scheduler(pipe, reset_all)
@@ -224,7 +240,7 @@ def reset(model: torch.nn.Module) -> None:
     if is_pipeline(model):
         per_component(model, reset)
         return
-    _session(model).cache.reset()
+    _session(model).tracker.reset()
 
 
 @contextlib.contextmanager
@@ -239,14 +255,14 @@ def generation(model: torch.nn.Module, num_inference_steps: Optional[int] = None
         isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
     ):
         raise ValueError(f"num_inference_steps must be a positive int or None, got {num_inference_steps!r}")
-    cache = _session(model).cache
-    cache.reset()
-    cache.num_steps_override = num_inference_steps
+    tracker = _session(model).tracker
+    tracker.reset()
+    tracker.num_steps_override = num_inference_steps
     try:
-        yield cache
+        yield
     finally:
-        cache.num_steps_override = None
-        cache.reset()
+        tracker.num_steps_override = None
+        tracker.reset()
 
 
 def summary(model: torch.nn.Module, details: bool = False):
@@ -254,21 +270,24 @@ def summary(model: torch.nn.Module, details: bool = False):
 
     ``cached_steps`` / ``cfg_cached_steps`` per branch, ``executed_steps``, ``residual_diffs``;
     with ``details=True`` also ``details``: a markdown table of residual-diff percentiles per
-    branch against the threshold, to help pick one.
+    branch against the threshold, to help pick one. With one cache context per block list, a
+    dict of those by block-list name.
     """
     if is_pipeline(model):
         return per_component(model, summary, details=details)
     session = _session(model)
-    stats = session.cache.stats  # a fresh snapshot (copies of the lists and dicts)
+    stats = session.stats()  # a fresh snapshot (copies of the lists and dicts)
     if details:
         from .report import residual_diff_table
 
-        stats.details = residual_diff_table(stats, session.config.residual_diff_threshold)
+        for name, one in stats.items() if isinstance(stats, dict) else [(None, stats)]:
+            one.details = residual_diff_table(one, session.caches[name].config.residual_diff_threshold)
     return stats
 
 
 def plan(model: torch.nn.Module):
-    """The plan of the most recent capture (None before the first call); a dict for a pipeline."""
+    """The plan of the most recent capture (None before the first call); a dict for a pipeline,
+    and a dict by block-list name with one cache context per list."""
     if is_pipeline(model):
         return per_component(model, plan)
     record = _session(model).last_record

@@ -12,7 +12,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.fx as fx
@@ -26,11 +26,11 @@ from .capture import (
     graph_input_sources,
     has_python_side_effects,
 )
-from .config import DBCacheConfig, coerce_config
+from .config import AnyConfig, BlockListConfigs, coerce_config
 from .lowering import lower
-from .passes import run_passes
-from .patterns import Plan, build_plan
-from .runtime import CacheContext
+from .passes import rewrite_nested
+from .patterns import Plan, build_plans
+from .runtime import CacheContext, CacheStats, StepTracker
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +45,32 @@ _SESSIONS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()
 class CompileRecord:
     """What one Dynamo capture produced (kept for ``dit_fx.dump``)."""
 
-    plan: Plan
+    plans: Tuple[Plan, ...]  # one per cache context (block list), outermost first
     captured: Optional[fx.GraphModule]
     glue: Optional[fx.GraphModule]
     activation_names: List[str] = field(default_factory=list)
     activation_sources: Optional[List[str]] = None  # Dynamo source of each glue input
     last_flat_output: Any = None  # set by the runner; lets optimize() learn the output structure
 
+    @property
+    def plan(self) -> Union[Plan, Dict[str, Plan]]:
+        """The plan; with per-list contexts, a dict of plans by block-list name (graph order)."""
+        if len(self.plans) == 1 and self.plans[0].scope is None:
+            return self.plans[0]
+        return {p.scope: p for p in self.plans}
+
 
 class Session:
     """Config, cache state and compile records of one optimized transformer."""
 
-    def __init__(self, config: DBCacheConfig, lowering: str = "eager", dump_dir: Optional[str] = None):
+    def __init__(self, config: AnyConfig, lowering: str = "eager", dump_dir: Optional[str] = None):
         self.config = config
         self.lowering = lowering
         self.dump_dir = dump_dir or os.environ.get("DIT_FX_DUMP_DIR") or None
-        self.cache = CacheContext(config)
+        # Scope None: all block lists joined into one context; else one context per named list.
+        scopes = config.lists if isinstance(config, BlockListConfigs) else ((None, config),)
+        self.tracker = StepTracker(scopes[0][1])
+        self.caches: Dict[Optional[str], CacheContext] = {s: CacheContext(c, self.tracker) for s, c in scopes}
         self.records: List[CompileRecord] = []
         self.last_used: Optional[CompileRecord] = None  # record whose runner handled the last Dynamo call
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
@@ -72,7 +82,7 @@ class Session:
             log.debug("dit_fx compile failed", exc_info=True)
             reason = f"dit_fx could not process the captured graph: {exc!r}"
             _warn_unmodified(reason)
-            record = CompileRecord(Plan(reason=reason), None, None)
+            record = CompileRecord((Plan(reason=reason),), None, None)
             runner = self._unmodified(record, gm)
         self.records.append(record)
         if self.dump_dir:
@@ -90,34 +100,44 @@ class Session:
             if isinstance(tensor, torch.nn.Parameter):
                 _SESSIONS[tensor] = self
         bound = bound_copy(gm, static)
-        plan = Plan(reason=reason) if reason else build_plan(bound.graph, self.config.fn_blocks, self.config.bn_blocks)
+        scopes = [(s, c.config.fn_blocks, c.config.bn_blocks) for s, c in self.caches.items()]
+        plans = (Plan(reason=reason),) if reason else build_plans(bound.graph, scopes)
         names = [n.name for n in bound.graph.nodes if n.op == "placeholder"]
-        if not plan.supported:
-            _warn_unmodified(plan.reason)
-            record = CompileRecord(plan, bound, None, names)
+        if not plans[0].supported:
+            _warn_unmodified(plans[0].reason)
+            record = CompileRecord(plans, bound, None, names)
             return record, self._unmodified(record, gm)
         try:
             # Rewrite a copy of the graph (parameters stay shared): a failure leaves the capture intact.
             working = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="DBCacheGlue")
             working.meta["dit_fx_static_inputs"] = static.by_placeholder
-            glue = run_passes(working, plan, self.config)
-            glue.cache = self.cache
+            glue = rewrite_nested(working, plans, [self.caches[p.scope].config for p in plans], self._cache_for)
             glue = lower(glue, self.lowering)
         except Exception as exc:  # never silently wrong: fall back to the captured graph, loudly
             log.debug("dit_fx rewrite failed", exc_info=True)
-            plan = Plan(blocks=plan.blocks, block_lists=plan.block_lists, reason=f"rewrite failed: {exc!r}")
-            _warn_unmodified(plan.reason)
-            record = CompileRecord(plan, bound, None, names)
+            failed = Plan(blocks=plans[0].blocks, block_lists=plans[0].block_lists, reason=f"rewrite failed: {exc!r}")
+            _warn_unmodified(failed.reason)
+            record = CompileRecord((failed,), bound, None, names)
             return record, self._unmodified(record, gm)
-        record = CompileRecord(plan, bound, glue, names)
+        record = CompileRecord(plans, bound, glue, names)
         if sources is not None:
             record.activation_sources = [sources[i] for i in static.activation_indices]
         return record, self._runner(record, gm, static)
+
+    def _cache_for(self, plan: Plan) -> CacheContext:
+        cache = self.caches[plan.scope]
+        cache.leads = plan.leads  # the first list in graph order places each call for all of them
+        return cache
 
     @property
     def last_record(self) -> Optional[CompileRecord]:
         return self.records[-1] if self.records else None
 
+    def stats(self) -> Union[CacheStats, Dict[str, CacheStats]]:
+        """A snapshot of the current generation: one ``CacheStats``, or a dict by block list."""
+        if None in self.caches:
+            return self.caches[None].stats
+        return {name: cache.stats for name, cache in self.caches.items()}
 
     def _unmodified(self, record: CompileRecord, gm: fx.GraphModule) -> Callable:
         def run(*args):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple, Union
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -103,11 +103,76 @@ class DBCacheConfig:
         return cls(**values)
 
 
-def coerce_config(config: "DBCacheConfig | Mapping[str, Any] | None") -> DBCacheConfig:
+# Fields that say where a call sits (step, branch, generation). One tracker serves all block
+# lists of a transformer, so these must agree across per-list configs.
+PLACEMENT_FIELDS = ("num_inference_steps", "enable_separate_cfg", "cfg_compute_first")
+
+
+@dataclass(frozen=True)
+class BlockListConfigs:
+    """One cache context per named block list, each with its own Fn/Bn, threshold and stats
+    (cache-dit's per-list contexts, its ParamsModifier). Block lists not named run every step.
+
+    Trade-off: a plain ``DBCacheConfig`` joins all lists into one stack, so one decision skips
+    the most blocks; separate contexts let each list cache on its own evidence (HunyuanVideo's
+    double and single stacks drift differently), at the cost of one Fn probe and one host sync
+    per list and step. Build it from a dict: ``{"transformer_blocks": cfg_a, ...}``.
+    """
+
+    lists: Tuple[Tuple[str, DBCacheConfig], ...]
+
+    def __post_init__(self) -> None:
+        if not self.lists:
+            raise ValueError("block-list configs: name at least one block list")
+        first = self.lists[0][1]
+        for name, cfg in self.lists:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"block-list configs: list names must be non-empty strings, got {name!r}")
+            if not isinstance(cfg, DBCacheConfig):
+                raise ValueError(f"block-list configs: {name!r} must map to a DBCacheConfig, got {type(cfg).__name__}")
+            for f in PLACEMENT_FIELDS:
+                if getattr(cfg, f) != getattr(first, f):
+                    raise ValueError(
+                        f"DBCacheConfig.{f} must be the same for every block list (one step counter per "
+                        f"transformer): {self.lists[0][0]!r} has {getattr(first, f)!r}, {name!r} has {getattr(cfg, f)!r}"
+                    )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "BlockListConfigs":
+        return cls(tuple((name, coerce_config(cfg, per_list=False)) for name, cfg in values.items()))
+
+    def config_of(self, name: str) -> DBCacheConfig:
+        return dict(self.lists)[name]
+
+    @property
+    def placement(self) -> DBCacheConfig:
+        return self.lists[0][1]
+
+
+AnyConfig = Union[DBCacheConfig, BlockListConfigs]
+
+
+def _is_per_list(values: Mapping[str, Any]) -> bool:
+    """``{"transformer_blocks": cfg, ...}`` (configs by list name), not ``{"fn_blocks": 1, ...}``."""
+    nested = [isinstance(v, (DBCacheConfig, Mapping)) for v in values.values()]
+    if values and all(nested):
+        return True
+    if any(nested):
+        raise ValueError(
+            "a config dict is either DBCacheConfig fields ({'fn_blocks': 1, ...}) or configs by block-list "
+            f"name ({{'transformer_blocks': DBCacheConfig(...), ...}}), not a mix: {sorted(values)}"
+        )
+    return False
+
+
+def coerce_config(config: "DBCacheConfig | BlockListConfigs | Mapping[str, Any] | None", per_list: bool = True) -> AnyConfig:
+    """A ``DBCacheConfig`` (joined block lists) or a ``BlockListConfigs`` (one context per list)."""
     if config is None:
         return DBCacheConfig()
-    if isinstance(config, DBCacheConfig):
+    if isinstance(config, DBCacheConfig) or (per_list and isinstance(config, BlockListConfigs)):
         return config
     if isinstance(config, Mapping):
+        if per_list and _is_per_list(config):
+            return BlockListConfigs.from_mapping(config)
         return DBCacheConfig.from_dict(config)
     raise ValueError(f"config must be a DBCacheConfig, a dict or None, got {type(config).__name__}")

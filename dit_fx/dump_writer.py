@@ -6,7 +6,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
-from .lowering import PARTITION_NAMES, partition_module
+from .lowering import PARTITION_NAMES, is_glue, iter_glues, partition_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backend import Session
@@ -21,17 +21,21 @@ def write_dump(session: "Session", directory: str) -> str:
         sub = os.path.join(directory, f"capture_{i}")
         os.makedirs(sub, exist_ok=True)
         data = {"config": _config_dict(session), "lowering": session.lowering, "inputs": record.activation_names}
-        data.update(record.plan.to_json())
+        data.update(record.plans[0].to_json())
+        if len(record.plans) > 1:  # one context per block list: the nested plans, outermost first
+            data["block_list_plans"] = [p.to_json() for p in record.plans]
         _write(sub, "plan.json", json.dumps(data, indent=2, default=str))
-        _write(sub, "plan.txt", str(record.plan))
+        _write(sub, "plan.txt", "\n\n".join(str(p) for p in record.plans))
         if record.captured is not None:
             _write(sub, "captured_graph.py", record.captured.print_readable(print_output=False))
         if record.glue is not None:
-            _write(sub, "glue.py", record.glue.code)
-            for name in PARTITION_NAMES:
-                mod = partition_module(record.glue, name)
-                if mod is not None:
-                    _write(sub, f"{name}.py", mod.print_readable(print_output=False))
+            # A nested block list's glue lives in the tail: tail.glue.py, tail.head.py, ...
+            for prefix, glue in iter_glues(record.glue):
+                _write(sub, f"{prefix}glue.py", glue.code)
+                for name in PARTITION_NAMES:
+                    mod = partition_module(glue, name)
+                    if mod is not None and not is_glue(mod):
+                        _write(sub, f"{prefix}{name}.py", mod.print_readable(print_output=False))
     latest = os.path.join(directory, f"capture_{len(session.records) - 1}", "plan.json")
     with open(latest) as src:
         _write(directory, "plan.json", src.read())
@@ -41,6 +45,8 @@ def write_dump(session: "Session", directory: str) -> str:
 def _config_dict(session: "Session") -> dict:
     from dataclasses import asdict
 
+    if hasattr(session.config, "lists"):
+        return {name: asdict(cfg) for name, cfg in session.config.lists}
     return asdict(session.config)
 
 

@@ -7,7 +7,7 @@ static per rewritten graph: a new resolution gets a new capture and a new rewrit
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.fx as fx
@@ -36,12 +36,29 @@ def lower(glue: fx.GraphModule, mode: str) -> fx.GraphModule:
         raise ValueError(f"lowering must be one of {LOWERINGS}, got {mode!r}")
     if mode == "inductor":
         for name in PARTITION_NAMES:
-            if hasattr(glue, name):
-                setattr(glue, name, InductorPartition(getattr(glue, name)))
+            sub = getattr(glue, name, None)
+            if is_glue(sub):
+                lower(sub, mode)  # a nested block list's glue: lower its partitions instead
+            elif sub is not None:
+                setattr(glue, name, InductorPartition(sub))
     return glue
+
+
+def is_glue(module: object) -> bool:
+    """A glue graph (has a cache context), as opposed to a leaf partition."""
+    return isinstance(module, fx.GraphModule) and hasattr(module, "cache")
 
 
 def partition_module(glue: fx.GraphModule, name: str) -> Optional[fx.GraphModule]:
     """The FX module of a partition, whether lowered or not."""
     mod = getattr(glue, name, None)
     return mod.gm if isinstance(mod, InductorPartition) else mod
+
+
+def iter_glues(glue: fx.GraphModule, prefix: str = "") -> Iterator[Tuple[str, fx.GraphModule]]:
+    """``("", glue)``, then nested glue graphs by dotted path (``"tail"``, ``"tail.tail"``)."""
+    yield prefix, glue
+    for name in PARTITION_NAMES:
+        sub = getattr(glue, name, None)
+        if is_glue(sub):
+            yield from iter_glues(sub, f"{prefix}{name}.")

@@ -38,9 +38,14 @@ def plot_sessions(sessions: Dict[str, object], path: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # optional extra
         raise ImportError("dit_fx.plot_timeline needs matplotlib: pip install 'dit_fx[plot]'") from exc
-    fig, axes = plt.subplots(len(sessions), 1, figsize=(9, 3.2 * len(sessions)), squeeze=False)
-    for ax, (name, session) in zip(axes[:, 0], sessions.items()):
-        stats, threshold = session.cache.stats, session.config.residual_diff_threshold
+    # One panel per cache context: per transformer, and per block list where lists have their own.
+    panels = [
+        (name if scope is None else f"{name} / {scope}", cache.stats, cache.config.residual_diff_threshold)
+        for name, session in sessions.items()
+        for scope, cache in session.caches.items()
+    ]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False)
+    for ax, (name, stats, threshold) in zip(axes[:, 0], panels):
         for branch_name, branch in stats.branches.items():
             steps = sorted(branch.residual_diffs)
             line = ax.plot(steps, [branch.residual_diffs[s] for s in steps], marker="o", ms=3, label=f"{branch_name} diff")

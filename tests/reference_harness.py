@@ -32,7 +32,7 @@ try:  # tests/ is on sys.path (conftest); fall back to the package-style import
 except ImportError:  # pragma: no cover
     from tests.tiny_models import output_tensor
 
-__all__ = ["run_cache_dit", "run_uncached", "make_block_adapter", "decision_margin"]
+__all__ = ["run_cache_dit", "run_cache_dit_lists", "run_uncached", "make_block_adapter", "decision_margin"]
 
 # Transformers cache-dit's registry does not match by class name when given a bare module
 # (it keys SD3 on the pipeline name "StableDiffusion3"): (block attribute, ForwardPattern name).
@@ -150,6 +150,51 @@ def run_cache_dit(
         result["cfg_cached_steps"] = sorted(int(s) for s in st.cfg_cached_steps)
         result["cfg_residual_diffs"] = _int_keys(st.cfg_residual_diffs)
     return result
+
+
+def run_cache_dit_lists(model: torch.nn.Module, inputs_per_step: list[dict], lists: dict, quiet: bool = True) -> dict:
+    """cache-dit with one context per block list (its registry adapter lists them, e.g.
+    HunyuanVideo) and a ``ParamsModifier`` per list: ``lists = {name: dict(Fn=, Bn=,
+    residual_diff_threshold=, max_warmup_steps=)}`` in the model's block-list order.
+
+    Returns ``dict(outputs=[...], lists={name: dict(cached_steps=..., residual_diffs=...)})``; one
+    step per call (no separate CFG).
+    """
+    import cache_dit
+
+    n_steps = len(inputs_per_step)
+
+    def config(Fn, Bn, **rest):
+        return cache_dit.DBCacheConfig(
+            Fn_compute_blocks=Fn, Bn_compute_blocks=Bn, enable_separate_cfg=False, num_inference_steps=n_steps, **rest
+        )
+
+    configs = [config(**kw) for kw in lists.values()]
+    m = copy.deepcopy(model).eval()
+    with _quiet_cache_dit() if quiet else nullcontext():
+        cache_dit.enable_cache(
+            m, cache_config=configs[0], params_modifiers=[cache_dit.ParamsModifier(cache_config=c) for c in configs]
+        )
+        outputs = run_uncached(m, inputs_per_step)
+        stats = cache_dit.summary(m, logging=False)
+    found = {}
+    for st in stats:  # its summary may repeat a context: the first entry per list is the live one
+        name = str(st.cache_options.get("name", "")).rsplit("_", 1)[0]
+        found.setdefault(name, st)
+    missing = sorted(set(lists) - set(found))
+    if missing:
+        raise RuntimeError(f"cache-dit published no stats for {missing} (found {sorted(found)})")
+    for name in lists:
+        if found[name].accumulated_executed_steps != n_steps:
+            raise RuntimeError(f"cache-dit counted {found[name].accumulated_executed_steps} steps for {name}")
+    per_list = {
+        name: dict(
+            cached_steps=sorted(int(s) for s in found[name].cached_steps),
+            residual_diffs=_int_keys(found[name].residual_diffs),
+        )
+        for name in lists
+    }
+    return dict(outputs=outputs, lists=per_list)
 
 
 def decision_margin(residual_diffs: dict, threshold: float) -> float:

@@ -72,6 +72,25 @@ def test_wan22_per_transformer_configs_take_effect():
     assert dit_fx.plan(pipe)["transformer_2"].supported
 
 
+def test_pipeline_with_per_block_list_configs():
+    """Configs by block list nest under a component name (or apply to every transformer)."""
+    build, _ = PIPELINES["flux"]
+    pipe = build()
+    plain = run_pipe(pipe, "flux")
+    never = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0)
+    dit_fx.optimize(pipe, {"transformer": {"transformer_blocks": never, "single_transformer_blocks": never}})
+    assert torch.equal(run_pipe(pipe, "flux"), plain)
+    eager = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.9, max_warmup_steps=2)
+    dit_fx.optimize(pipe, {"transformer_blocks": never, "single_transformer_blocks": eager})
+    first = run_pipe(pipe, "flux")
+    stats = dit_fx.summary(pipe)["transformer"]
+    assert set(stats) == {"transformer_blocks", "single_transformer_blocks"}
+    assert stats["transformer_blocks"].cached_steps == []
+    assert stats["single_transformer_blocks"].cached_steps == list(range(2, STEPS))
+    assert torch.equal(run_pipe(pipe, "flux"), first), "per-list state is fresh for every pipe(...) call"
+    assert dit_fx.summary(pipe)["transformer"]["single_transformer_blocks"].generation == stats["transformer_blocks"].generation + 1
+
+
 def test_pipeline_config_mapping_is_checked():
     build, _ = PIPELINES["flux"]
     pipe = build()

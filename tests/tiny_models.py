@@ -227,6 +227,45 @@ def _sd3_inputs(step_seed: int, timestep: float, batch: int = 1) -> dict:
     )
 
 
+# ----------------------------------------------------------------------------- HunyuanVideo
+
+
+def _build_hunyuanvideo(seed: int = 0, num_layers: int = 4, num_single_layers: int = 6):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    return _finish(
+        HunyuanVideoTransformer3DModel(
+            in_channels=4,
+            out_channels=4,
+            num_attention_heads=2,
+            attention_head_dim=10,
+            num_layers=num_layers,
+            num_single_layers=num_single_layers,
+            num_refiner_layers=1,
+            patch_size=1,
+            patch_size_t=1,
+            guidance_embeds=True,
+            text_embed_dim=16,
+            pooled_projection_dim=8,
+            rope_axes_dim=(2, 4, 4),
+        )
+    )
+
+
+def _hunyuanvideo_inputs(step_seed: int, timestep: float, batch: int = 1) -> dict:
+    g = _gen(step_seed)
+    return dict(
+        hidden_states=_randn(g, batch, 4, 1, 4, 4),  # 16 video tokens
+        timestep=_ts(timestep, batch),
+        encoder_hidden_states=_randn(g, batch, 6, 16),
+        pooled_projections=_randn(g, batch, 8),
+        encoder_attention_mask=torch.ones(batch, 6),
+        guidance=torch.full((batch,), 3000.0),  # embedded guidance (batched CFG is one branch)
+        return_dict=False,
+    )
+
+
 # ----------------------------------------------------------------------------- registry
 
 
@@ -266,6 +305,12 @@ MODELS: dict[str, TinyModel] = {
         (("transformer_blocks", 4),),
     ),
     "sd3": TinyModel("sd3", _variant(_build_sd3, num_layers=4), _sd3_inputs, (("transformer_blocks", 4),)),
+    "hunyuanvideo": TinyModel(
+        "hunyuanvideo",
+        _variant(_build_hunyuanvideo, num_layers=4, num_single_layers=6),
+        _hunyuanvideo_inputs,
+        (("transformer_blocks", 4), ("single_transformer_blocks", 6)),
+    ),
 }
 
 
@@ -282,6 +327,7 @@ TRAJECTORY_DRIFT: dict[str, float] = {
     "qwenimage": 2.5,
     "qwenimage_masked": 2.5,
     "sd3": 7.0,
+    "hunyuanvideo": 3.0,
 }
 
 

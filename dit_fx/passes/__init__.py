@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from typing import Callable, Sequence
+
+import torch
 import torch.fx as fx
 from torch._dynamo.utils import lazy_format_graph_code
 
@@ -34,4 +37,34 @@ def run_passes(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.Grap
     return gm
 
 
-__all__ = ["PASSES", "run_passes", "split_partitions", "bind_partition_parameters", "insert_dbcache_glue"]
+def rewrite_nested(
+    gm: fx.GraphModule, plans: Sequence[Plan], configs: Sequence[DBCacheConfig], make_cache: Callable[[Plan], torch.nn.Module]
+) -> fx.GraphModule:
+    """Run ``PASSES`` for ``plans[0]``, then again on the resulting ``tail`` for each later plan.
+
+    Block lists with their own cache contexts nest: the second list sits in the first list's
+    tail, so that tail becomes a glue graph of its own (head / body / tail around its decision).
+    ``make_cache(plan)`` gives the context each glue graph calls.
+    """
+    gm = run_passes(gm, plans[0], configs[0])
+    gm.cache = make_cache(plans[0])
+    if len(plans) > 1:
+        tail = gm.tail
+        # Parameters reach the tail as its own get_attr nodes: bind those inside its partitions.
+        tail.meta["dit_fx_static_inputs"] = {
+            n.name: (n.target, t)
+            for n in tail.graph.nodes
+            if n.op == "get_attr" and isinstance(t := _attr(tail, n.target), torch.Tensor)
+        }
+        gm.tail = rewrite_nested(tail, plans[1:], configs[1:], make_cache)
+    return gm
+
+
+def _attr(gm: fx.GraphModule, target: str):
+    obj = gm
+    for atom in target.split("."):
+        obj = getattr(obj, atom)
+    return obj
+
+
+__all__ = ["PASSES", "run_passes", "rewrite_nested", "split_partitions", "bind_partition_parameters", "insert_dbcache_glue"]

@@ -66,7 +66,8 @@ def insert_dbcache_glue(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -
         values[stream.base]._rename(f"{stream.role}_after_fn")
     if not hasattr(gm, "cache"):
         gm.cache = CacheContext(config)  # replaced by the caller's shared context
-    timestep = _timestep_input(graph)
+    # Only the leading plan places the call; a nested list's glue follows it (no timestep read).
+    timestep = _timestep_input(graph) if plan.leads else None
     head_call = next(n for n in graph.nodes if n.op == "call_module" and n.target == "head")
     with graph.inserting_before(head_call):
         cache = graph.get_attr("cache")

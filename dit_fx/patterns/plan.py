@@ -50,6 +50,8 @@ class Plan:
     hoisted_to_head: Tuple[str, ...] = ()
     partition_of: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
     reason: Optional[str] = None
+    scope: Optional[str] = None  # the one block list this plan caches; None: all lists joined
+    leads: bool = True  # decides first in a call (places it); later lists follow its step and branch
 
     @property
     def supported(self) -> bool:
@@ -78,6 +80,8 @@ class Plan:
         if not self.blocks:
             return f"Plan(unsupported: {self.reason})"
         lines = [f"Plan: {self.num_blocks} blocks in " + ", ".join(f"{n} x{c}" for n, c in self.block_lists)]
+        if self.scope is not None:
+            lines[0] += " (own cache context" + ("" if self.leads else ", follows the first list's steps") + ")"
         for b in self.blocks:
             lines.append(
                 f"  [{b.index:>3}] {b.list_name}.{b.list_index} {b.class_name} Pattern_{b.pattern} "
@@ -127,25 +131,69 @@ def _unique(candidates: List[str], what: str) -> Tuple[Optional[str], Optional[s
     return None, f"{what} is ambiguous ({len(candidates)} streams of the same shape and dtype: {candidates})"
 
 
-def build_plan(graph: fx.Graph, fn_blocks: int, bn_blocks: int) -> Plan:
-    """Analyze ``graph`` and decide the head/body/tail split for DBCache with Fn/Bn blocks."""
+def build_plan(graph: fx.Graph, fn_blocks: int, bn_blocks: int, scope: Optional[str] = None) -> Plan:
+    """Analyze ``graph`` and decide the head/body/tail split for DBCache with Fn/Bn blocks.
+
+    ``scope``: cache only the block list of that name (its blocks are the Fn/body/Bn blocks; other
+    lists are ordinary ops around them). None joins every block list into one stack.
+    """
+    return build_plans(graph, ((scope, fn_blocks, bn_blocks),))[0]
+
+
+def build_plans(graph: fx.Graph, scopes: Sequence[Tuple[Optional[str], int, int]]) -> Tuple[Plan, ...]:
+    """One plan per ``(scope, fn_blocks, bn_blocks)``, in the graph order of their block lists.
+
+    With several scopes, each later plan's blocks lie in the previous plan's tail, so the rewrite
+    nests: the tail of the first list's split is split again for the next. On a refusal the
+    result is that one unsupported plan.
+    """
     regions, reason = find_block_regions(graph)
     if reason:
-        return Plan(reason=reason)
+        return (Plan(reason=reason),)
     ios = analyze_block_io(graph, regions)
+    by_name = {nd.name: nd for nd in graph.nodes}
+    # The hidden stream is what the last block of the whole model returns for later use.
+    final_sigs = {signature(by_name[o]) for o in ios[-1].outputs}
+    if len(final_sigs) != 1:
+        why = f"the last block has {len(final_sigs)} distinct outputs used later; cannot tell the hidden stream"
+        return (Plan(block_lists=tuple(list_order(regions)), blocks=_blocks_info(regions, ios), reason=why),)
+    hidden_sig = final_sigs.pop()
+    order = [name for name, _ in list_order(regions)]
+    plans = []
+    for scope, fn, bn in sorted(scopes, key=lambda s: order.index(s[0]) if s[0] in order else -1):
+        keep = [k for k, r in enumerate(regions) if scope is None or r.ref.list_name == scope]
+        if not keep:
+            return (Plan(scope=scope, reason=f"no block list named {scope!r} in this graph (found: {order})"),)
+        plan = _plan_one(graph, [regions[k] for k in keep], [ios[k] for k in keep], hidden_sig, fn, bn)
+        plan = _with(plan, scope=scope, leads=not plans)
+        if not plan.supported:
+            return (plan,)
+        if plans and not _nested_in_tail(plans[-1], plan):
+            return (_with(plan, reason=f"block list {scope!r} does not run after the middle of {plans[-1].scope!r}"),)
+        plans.append(plan)
+    return tuple(plans)
+
+
+def _nested_in_tail(outer: Plan, inner: Plan) -> bool:
+    """Every node the inner plan puts in its body or tail sits in the outer plan's tail."""
+    where = outer.partition_map()
+    return all(where.get(name) == "tail" for name, part in inner.partition_of if part != "head")
+
+
+def _plan_one(graph, regions, ios, hidden_sig, fn_blocks: int, bn_blocks: int) -> Plan:
     blocks = _blocks_info(regions, ios)
     base = Plan(block_lists=tuple(list_order(regions)), blocks=blocks, fn_blocks=fn_blocks, bn_blocks=bn_blocks)
     n = len(regions)
     if fn_blocks + bn_blocks >= n:
         return _with(base, reason=f"{n} blocks found; Fn + Bn = {fn_blocks + bn_blocks} leaves no middle block to cache")
-    return _partition(graph, base, regions, ios)
+    return _partition(graph, base, regions, ios, hidden_sig)
 
 
 def _with(plan: Plan, **changes) -> Plan:
     return replace(plan, **changes)
 
 
-def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: Sequence[BlockIO]) -> Plan:
+def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: Sequence[BlockIO], hidden_sig) -> Plan:
     by_name = {nd.name: nd for nd in graph.nodes}
     nodes = compute_nodes(graph)
     n, fn, bn = len(regions), plan.fn_blocks, plan.bn_blocks
@@ -190,11 +238,6 @@ def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: S
             if ip is not None and PARTITIONS.index(ip) > PARTITIONS.index(part):
                 return _with(plan, reason=f"node {name} ({part}) depends on {inp.name} ({ip}): ops out of order")
 
-    last_out = [o for o in ios[-1].outputs]
-    final_sigs = {signature(by_name[o]) for o in last_out}
-    if len(final_sigs) != 1:
-        return _with(plan, reason=f"the last block has {len(final_sigs)} distinct outputs used later; cannot tell the hidden stream")
-    hidden_sig = final_sigs.pop()
     entry = list(ios[fn].carried)
     hidden_fn, why = _unique([e for e in entry if signature(by_name[e]) == hidden_sig], "hidden stream entering the middle")
     if why:

@@ -132,9 +132,10 @@ def list_order(regions: Sequence[RawRegion]) -> List[Tuple[str, int]]:
     return out
 
 
-def count_module_blocks(module: torch.nn.Module) -> int:
-    """Blocks in the module's shallowest lists of non-``torch.nn`` modules (same rule as the graph)."""
-    best_depth, total = None, 0
+def module_block_lists(module: torch.nn.Module) -> Dict[str, int]:
+    """Block lists of the module (shallowest lists of non-``torch.nn`` modules, the graph's rule)
+    by dotted name, with their lengths."""
+    best_depth, lists = None, {}
     for name, child in module.named_modules():
         if not isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)) or not name:
             continue
@@ -142,7 +143,11 @@ def count_module_blocks(module: torch.nn.Module) -> int:
             continue
         depth = name.count(".") + 1
         if best_depth is None or depth < best_depth:
-            best_depth, total = depth, len(child)
+            best_depth, lists = depth, {name: len(child)}
         elif depth == best_depth:
-            total += len(child)
-    return total
+            lists[name] = len(child)
+    return lists
+
+
+def count_module_blocks(module: torch.nn.Module) -> int:
+    return sum(module_block_lists(module).values())

@@ -2,5 +2,14 @@
 
 from .context import CacheContext, CacheStats, relative_l1
 from .glue_ops import dbcache_decide, dbcache_middle, dbcache_read_timestep
+from .tracker import StepTracker
 
-__all__ = ["CacheContext", "CacheStats", "relative_l1", "dbcache_decide", "dbcache_middle", "dbcache_read_timestep"]
+__all__ = [
+    "CacheContext",
+    "CacheStats",
+    "StepTracker",
+    "relative_l1",
+    "dbcache_decide",
+    "dbcache_middle",
+    "dbcache_read_timestep",
+]

@@ -1,21 +1,8 @@
-"""Per-transformer cache state that the rewritten graph calls into on every call.
+"""Cache state of one block stack (or one block list) that the rewritten graph calls every step.
 
 Nothing here knows about graphs: the glue graph hands in tensors and a callable body, so the
-decision logic can be tested with plain tensors.
-
-Where a call sits (step, CFG branch, generation) is read from the timestep the transformer
-receives, with no hints needed:
-- the first two distinct timesteps of a generation set the schedule's direction (most decrease,
-  some, e.g. Lumina2, increase); a later timestep moving against it starts a new generation;
-- a call with the same timestep as the previous call is another CFG branch of the same step
-  (``enable_separate_cfg=None`` detects this; ``True`` forces it; ``False`` makes every call a step);
-  at most ``MAX_BRANCHES`` calls share a timestep: a loop that repeats one timestep on purpose
-  should set ``enable_separate_cfg=False``;
-- a change of the hidden stream's shape (resolution, batch size), dtype or device starts a new
-  generation (other inputs may differ per branch: a negative prompt of another length); so do
-  ``reset()`` and step ``N+1`` of ``num_inference_steps=N`` steps.
-Without a timestep input every call is one step (with ``enable_separate_cfg=True``: calls alternate
-between branches by parity, as in cache-dit).
+decision logic can be tested with plain tensors. Where a call sits (step, CFG branch, generation)
+comes from a ``StepTracker`` (see ``tracker.py``) shared by all contexts of one transformer.
 """
 
 from __future__ import annotations
@@ -26,12 +13,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..config import DBCacheConfig
+from .tracker import COND, MAX_BRANCHES, UNCOND, StepTracker
 
-COND, UNCOND = "cond", "uncond"
-# More calls than this with one timestep are not CFG branches (a loop repeating a timestep, e.g. a
-# benchmark): each further call starts a new step, so branch buffers stay bounded.
-MAX_BRANCHES = 4
-
+__all__ = ["BranchStats", "CacheStats", "CacheContext", "relative_l1", "COND", "UNCOND", "MAX_BRANCHES"]
 
 @dataclass
 class BranchStats:
@@ -92,109 +76,52 @@ def relative_l1(reference: torch.Tensor, current: torch.Tensor) -> float:
 
 
 class CacheContext(torch.nn.Module):
-    """Step/branch/generation tracking, per-branch residual buffers and stats of one transformer.
+    """Per-branch residual buffers, decisions and stats of one cached block stack.
 
     ``decide`` is called once per transformer call after the first Fn blocks; ``run_middle`` then
-    runs or replaces the middle blocks. It is an ``nn.Module`` (without parameters) only so the glue
-    graph can reference it with ``get_attr``.
+    runs or replaces the middle blocks. The context that ``leads`` advances the shared tracker
+    (it decides first in a call); the others (later block lists with their own contexts) read
+    the placement it made. It is an ``nn.Module`` (without parameters) only so the glue graph
+    can reference it with ``get_attr``.
     """
 
-    def __init__(self, config: DBCacheConfig):
+    def __init__(self, config: DBCacheConfig, tracker: Optional[StepTracker] = None):
         super().__init__()
         self.config = config
-        self.generation = 0
-        self._signature = None  # (shape, dtype, device) of the hidden stream of the last call
-        self._start_generation(None)
-        self.generation, self._pending = 0, True  # the first call starts generation 1
-        self.num_steps_override: Optional[int] = None  # set by dit_fx.generation(...)
-        self.branch_hint: Optional[str] = None  # set by the pipeline's transformer.cache_context(name)
-        self._timestep_copy = None  # (pinned host buffer, CUDA event) of an asynchronous timestep read
-        self._pinned: Optional[torch.Tensor] = None
-
-    # -- where are we -----------------------------------------------------------------------
-    def _start_generation(self, t: Optional[float]) -> None:
-        self.generation += 1
-        self.step = 0
-        self.calls = 0
-        self.call_in_step = 0
-        self.branch = COND
+        self.leads = tracker is None
+        self.tracker = tracker if tracker is not None else StepTracker(config)
         self.branches: Dict[str, Branch] = {}
-        self.separate_cfg = False
-        self._last_t = t
-        self._direction = 0  # +1 increasing schedule, -1 decreasing, 0 unknown yet
-        self._pending = False
+        self._generation = 0  # the tracker generation ``branches`` belong to
+
+    # -- where are we (the tracker's placement) -------------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.tracker.step
+
+    @property
+    def branch(self) -> str:
+        return self.tracker.branch
+
+    @property
+    def generation(self) -> int:
+        return self.tracker.generation
 
     def reset(self) -> None:
         """Start a new generation at the next call: buffers and stats are cleared then."""
-        self._pending = True
+        self.tracker.reset()
 
-    def _advance(self, t: Optional[float], signature) -> None:
-        cfg = self.config
-        moved = t is not None and self._last_t is not None and t != self._last_t
-        direction = (1 if t > self._last_t else -1) if moved else 0
-        new_generation = self._pending or signature != self._signature or (
-            moved and self._direction != 0 and direction != self._direction
-        )
-        new_step = False
-        if not new_generation:
-            if cfg.enable_separate_cfg is False or (t is None and cfg.enable_separate_cfg is None):
-                new_step = True
-            elif t is None:  # separate CFG forced, no timestep: alternate by parity
-                new_step = self.call_in_step >= 1
-            else:
-                new_step = moved or self.call_in_step + 1 >= MAX_BRANCHES
-            n = self.num_steps_override if self.num_steps_override is not None else cfg.num_inference_steps
-            if new_step and n is not None and self.step + 1 >= n:
-                new_generation = True
-        self._signature = signature
-        if new_generation:
-            self._start_generation(t)
-        elif new_step:
-            self.step += 1
-            self.call_in_step = 0
-            self._direction = self._direction or direction
-        else:
-            self.call_in_step += 1
-            self.separate_cfg = True
-        self._last_t = t
-        self.calls += 1
-        self.branch = self._branch_name(self.call_in_step)
-
-    def _branch_name(self, index: int) -> str:
-        if self.branch_hint is not None and self.config.enable_separate_cfg is not False:
-            return self.branch_hint  # the pipeline named it ("cond" / "uncond")
-        if index >= 2:
-            return f"branch{index}"
-        first_is_cfg = self.config.cfg_compute_first and self.config.enable_separate_cfg is not False
-        return (UNCOND, COND)[index] if first_is_cfg else (COND, UNCOND)[index]
+    def prefetch_timestep(self, timestep: Optional[torch.Tensor]) -> None:
+        self.tracker.prefetch_timestep(timestep)
 
     # -- decision ----------------------------------------------------------------------------
-    def prefetch_timestep(self, timestep: Optional[torch.Tensor]) -> None:
-        """Start copying a CUDA timestep to the host before the head runs.
-
-        The copy is queued ahead of the head's kernels, so by decision time it has landed and
-        steps that need no diff never wait for the GPU. Other devices are read in ``decide``.
-        """
-        self._timestep_copy = None
-        if timestep is None or timestep.device.type != "cuda":
-            return
-        if self._pinned is None:
-            self._pinned = torch.empty((), dtype=torch.float32, pin_memory=True)
-        self._pinned.copy_(timestep.reshape(-1)[0].float(), non_blocking=True)
-        self._timestep_copy = (self._pinned, torch.cuda.current_stream(timestep.device).record_event())
-
     def decide(self, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
-        """Place this call (step, branch, generation), then decide whether to skip the middle."""
-        self._advance(self._read_timestep(timestep), (fn_residual.shape, fn_residual.dtype, fn_residual.device))
+        """Place this call (if this context leads), then decide whether to skip the middle."""
+        tracker = self.tracker
+        if self.leads:
+            tracker.advance(tracker.read_timestep(timestep), (fn_residual.shape, fn_residual.dtype, fn_residual.device))
+        if tracker.generation != self._generation:
+            self.branches, self._generation = {}, tracker.generation
         return self._should_reuse(fn_residual)
-
-    def _read_timestep(self, timestep: Optional[torch.Tensor]) -> Optional[float]:
-        if self._timestep_copy is not None:  # CUDA: copied before the head ran, so no stall here
-            pinned, event = self._timestep_copy
-            self._timestep_copy = None
-            event.synchronize()
-            return float(pinned)
-        return None if timestep is None else float(timestep.reshape(-1)[0])
 
     def _should_reuse(self, fn_residual: torch.Tensor) -> bool:
         cfg, step = self.config, self.step
@@ -250,9 +177,11 @@ class CacheContext(torch.nn.Module):
     # -- stats -------------------------------------------------------------------------------
     @property
     def stats(self) -> CacheStats:
+        # A follower that has not decided since its leader started a new generation holds old state.
+        branches = self.branches if self._generation == self.tracker.generation else {}
         empty = BranchStats()
-        cond = self.branches.get(COND)
-        uncond = self.branches.get(UNCOND)
+        cond = branches.get(COND)
+        uncond = branches.get(UNCOND)
         cond_stats = cond.stats if cond else empty
         uncond_stats = uncond.stats if uncond else empty
         return CacheStats(
@@ -260,9 +189,9 @@ class CacheContext(torch.nn.Module):
             residual_diffs=dict(cond_stats.residual_diffs),
             cfg_cached_steps=list(uncond_stats.cached_steps),
             cfg_residual_diffs=dict(uncond_stats.residual_diffs),
-            branches={name: BranchStats(list(b.stats.cached_steps), dict(b.stats.residual_diffs)) for name, b in self.branches.items()},
-            executed_steps=self.step + 1 if self.calls else 0,
-            calls=self.calls,
-            generation=self.generation,
-            separate_cfg=self.separate_cfg,
+            branches={name: BranchStats(list(b.stats.cached_steps), dict(b.stats.residual_diffs)) for name, b in branches.items()},
+            executed_steps=self.tracker.step + 1 if self.tracker.calls else 0,
+            calls=self.tracker.calls,
+            generation=self.tracker.generation,
+            separate_cfg=self.tracker.separate_cfg,
         )

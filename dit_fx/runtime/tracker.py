@@ -1,0 +1,129 @@
+"""Where a transformer call sits: denoising step, CFG branch and generation.
+
+Read from the timestep the transformer receives, with no hints needed:
+- the first two distinct timesteps of a generation set the schedule's direction (most decrease,
+  some, e.g. Lumina2, increase); a later timestep moving against it starts a new generation;
+- a call with the same timestep as the previous call is another CFG branch of the same step
+  (``enable_separate_cfg=None`` detects this; ``True`` forces it; ``False`` makes every call a step);
+  at most ``MAX_BRANCHES`` calls share a timestep: a loop that repeats one timestep on purpose
+  should set ``enable_separate_cfg=False``;
+- a change of the hidden stream's shape (resolution, batch size), dtype or device starts a new
+  generation (other inputs may differ per branch: a negative prompt of another length); so do
+  ``reset()`` and step ``N+1`` of ``num_inference_steps=N`` steps.
+Without a timestep input every call is one step (with ``enable_separate_cfg=True``: calls alternate
+between branches by parity, as in cache-dit).
+
+One tracker serves every cache context of a transformer (one per block list when block lists get
+their own contexts), so all of them agree on the step, branch and generation of a call.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..config import DBCacheConfig
+
+COND, UNCOND = "cond", "uncond"
+# More calls than this with one timestep are not CFG branches (a loop repeating a timestep, e.g. a
+# benchmark): each further call starts a new step, so branch buffers stay bounded.
+MAX_BRANCHES = 4
+
+
+class StepTracker:
+    """Step, branch and generation of the current call; advanced once per transformer call.
+
+    Uses the placement fields of ``config`` (``num_inference_steps``, ``enable_separate_cfg``,
+    ``cfg_compute_first``); the other fields belong to the cache contexts.
+    """
+
+    def __init__(self, config: DBCacheConfig):
+        self.config = config
+        self.generation = 0
+        self._signature = None  # (shape, dtype, device) of the hidden stream of the last call
+        self._start_generation(None)
+        self.generation, self._pending = 0, True  # the first call starts generation 1
+        self.num_steps_override: Optional[int] = None  # set by dit_fx.generation(...)
+        self.branch_hint: Optional[str] = None  # set by the pipeline's transformer.cache_context(name)
+        self._timestep_copy = None  # (pinned host buffer, CUDA event) of an asynchronous timestep read
+        self._pinned: Optional[torch.Tensor] = None
+
+    def _start_generation(self, t: Optional[float]) -> None:
+        self.generation += 1
+        self.step = 0
+        self.calls = 0
+        self.call_in_step = 0
+        self.branch = COND
+        self.separate_cfg = False
+        self._last_t = t
+        self._direction = 0  # +1 increasing schedule, -1 decreasing, 0 unknown yet
+        self._pending = False
+
+    def reset(self) -> None:
+        """Start a new generation at the next call."""
+        self._pending = True
+
+    def advance(self, t: Optional[float], signature) -> None:
+        """Place a new call with timestep ``t`` (None: no timestep input) and hidden ``signature``."""
+        cfg = self.config
+        moved = t is not None and self._last_t is not None and t != self._last_t
+        direction = (1 if t > self._last_t else -1) if moved else 0
+        new_generation = self._pending or signature != self._signature or (
+            moved and self._direction != 0 and direction != self._direction
+        )
+        new_step = False
+        if not new_generation:
+            if cfg.enable_separate_cfg is False or (t is None and cfg.enable_separate_cfg is None):
+                new_step = True
+            elif t is None:  # separate CFG forced, no timestep: alternate by parity
+                new_step = self.call_in_step >= 1
+            else:
+                new_step = moved or self.call_in_step + 1 >= MAX_BRANCHES
+            n = self.num_steps_override if self.num_steps_override is not None else cfg.num_inference_steps
+            if new_step and n is not None and self.step + 1 >= n:
+                new_generation = True
+        self._signature = signature
+        if new_generation:
+            self._start_generation(t)
+        elif new_step:
+            self.step += 1
+            self.call_in_step = 0
+            self._direction = self._direction or direction
+        else:
+            self.call_in_step += 1
+            self.separate_cfg = True
+        self._last_t = t
+        self.calls += 1
+        self.branch = self._branch_name(self.call_in_step)
+
+    def _branch_name(self, index: int) -> str:
+        if self.branch_hint is not None and self.config.enable_separate_cfg is not False:
+            return self.branch_hint  # the pipeline named it ("cond" / "uncond")
+        if index >= 2:
+            return f"branch{index}"
+        first_is_cfg = self.config.cfg_compute_first and self.config.enable_separate_cfg is not False
+        return (UNCOND, COND)[index] if first_is_cfg else (COND, UNCOND)[index]
+
+    # -- timestep reads ------------------------------------------------------------------------
+    def prefetch_timestep(self, timestep: Optional[torch.Tensor]) -> None:
+        """Start copying a CUDA timestep to the host before the head runs.
+
+        The copy is queued ahead of the head's kernels, so by decision time it has landed and
+        steps that need no diff never wait for the GPU. Other devices are read in ``read_timestep``.
+        """
+        self._timestep_copy = None
+        if timestep is None or timestep.device.type != "cuda":
+            return
+        if self._pinned is None:
+            self._pinned = torch.empty((), dtype=torch.float32, pin_memory=True)
+        self._pinned.copy_(timestep.reshape(-1)[0].float(), non_blocking=True)
+        self._timestep_copy = (self._pinned, torch.cuda.current_stream(timestep.device).record_event())
+
+    def read_timestep(self, timestep: Optional[torch.Tensor]) -> Optional[float]:
+        if self._timestep_copy is not None:  # CUDA: copied before the head ran, so no stall here
+            pinned, event = self._timestep_copy
+            self._timestep_copy = None
+            event.synchronize()
+            return float(pinned)
+        return None if timestep is None else float(timestep.reshape(-1)[0])
