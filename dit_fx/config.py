@@ -43,7 +43,7 @@ class DBCacheConfig:
     max_accumulated_residual_diff_threshold: once the sum of recorded diffs in this generation
         reaches it, every later step computes (None: off).
     num_inference_steps: if set, step N+1 starts a new generation (buffers and stats cleared).
-        Without it, generations are found from the timesteps (see ``dit_fx.runtime.context``).
+        Without it, generations are found from the timesteps (see ``dit_fx.runtime.tracker``).
     enable_separate_cfg: give each CFG branch (the calls of one step with the same timestep) its
         own reference, residuals and stats. None: detect (two calls with one timestep); True:
         force (by call parity when the model has no timestep input); False: every call is a step.
