@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -20,6 +20,67 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 def _check_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"DBCacheConfig.{name} must be a number, got {type(value).__name__} {value!r}")
+
+
+CACHE_TYPES = ("residual", "hidden_states")
+
+
+def _check_cache_type(owner: str, value: Any) -> None:
+    if value not in CACHE_TYPES:
+        raise ValueError(f"{owner}.cache_type must be one of {CACHE_TYPES}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TaylorSeerConfig:
+    """Forecast the middle's contribution on cached steps with a Taylor series instead of reusing it.
+
+    On computed steps a ladder of finite differences of the cached value is updated (window =
+    steps since the last computed step); a cached step predicts ``sum_i d_i * elapsed^i / i!``.
+    Trade-off: higher ``order`` follows curved trajectories better but amplifies noise; order 1-2
+    is the useful range. ``cache_type="hidden_states"`` forecasts the middle's output itself
+    instead of its residual. Works with ``bn_blocks=0`` (the reference's recommendation).
+    """
+
+    order: int = 1
+    cache_type: str = "residual"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.order, bool) or not isinstance(self.order, int) or self.order < 1:
+            raise ValueError(f"TaylorSeerConfig.order must be an int >= 1, got {self.order!r}")
+        _check_cache_type("TaylorSeerConfig", self.cache_type)
+
+
+@dataclass(frozen=True)
+class FoCaConfig:
+    """Forecast-then-calibrate (FoCa, arXiv 2508.16211): a Heun (trapezoid) step from the last
+    computed value using the average of the slope between the last two computed steps and the
+    slope of the last step (computed or forecast), damped toward the last computed value beyond
+    3 steps. No order to tune; steadier than TaylorSeer over long cached runs."""
+
+    cache_type: str = "residual"
+
+    def __post_init__(self) -> None:
+        _check_cache_type("FoCaConfig", self.cache_type)
+
+
+CALIBRATORS = {"taylorseer": TaylorSeerConfig, "foca": FoCaConfig}
+
+
+def _calibrator_from_dict(values: Mapping[str, Any]):
+    values = dict(values)
+    kind = values.pop("type", None)
+    if kind not in CALIBRATORS:
+        raise ValueError(f"DBCacheConfig.calibrator['type'] must be one of {sorted(CALIBRATORS)}, got {kind!r}")
+    cls = CALIBRATORS[kind]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
+STEPS_POLICIES = ("dynamic", "static")
+REFRESH_POLICIES = ("once", "repeat")
 
 
 @dataclass(frozen=True)
@@ -50,6 +111,15 @@ class DBCacheConfig:
     cfg_compute_first: the first call of a step is the CFG (uncond) one (default: the second).
     cfg_diff_compute_separate: False reuses the non-CFG call's diff of the same step for the CFG
         call (same decision, one diff less).
+    calibrator: None (reuse the stored residual), ``TaylorSeerConfig`` or ``FoCaConfig``.
+    steps_computation_mask: per-step list, 1 = must compute, 0 = may cache (``dit_fx.steps_mask``
+        builds one). Steps past its end use the threshold decision. Must have
+        ``num_inference_steps`` entries when that is set.
+    steps_computation_policy: "dynamic" (0 steps take the usual decision) or "static" (0 steps
+        cache unconditionally once a residual is stored: a fixed schedule, no diff computed).
+    force_refresh_step_hint / force_refresh_step_policy: start a new cache context at step K
+        ("once") or every K steps ("repeat"): buffers, warmup and stats start over, as for a
+        multi-stage pipeline whose conditioning changes at step K.
     """
 
     fn_blocks: int = 8
@@ -64,6 +134,11 @@ class DBCacheConfig:
     enable_separate_cfg: Optional[bool] = None
     cfg_compute_first: bool = False
     cfg_diff_compute_separate: bool = True
+    calibrator: Optional[Union[TaylorSeerConfig, FoCaConfig]] = None
+    steps_computation_mask: Optional[Tuple[int, ...]] = None
+    steps_computation_policy: str = "dynamic"
+    force_refresh_step_hint: Optional[int] = None
+    force_refresh_step_policy: str = "once"
 
     def __post_init__(self) -> None:
         _check_int("fn_blocks", self.fn_blocks, 1)
@@ -84,6 +159,36 @@ class DBCacheConfig:
         for name in ("cfg_compute_first", "cfg_diff_compute_separate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"DBCacheConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.calibrator is not None and not isinstance(self.calibrator, (TaylorSeerConfig, FoCaConfig)):
+            raise ValueError(
+                f"DBCacheConfig.calibrator must be None, TaylorSeerConfig or FoCaConfig, got {self.calibrator!r}"
+            )
+        self._check_steps_mask()
+        if self.force_refresh_step_hint is not None:
+            _check_int("force_refresh_step_hint", self.force_refresh_step_hint, 1)
+        if self.force_refresh_step_policy not in REFRESH_POLICIES:
+            raise ValueError(
+                f"DBCacheConfig.force_refresh_step_policy must be one of {REFRESH_POLICIES}, got {self.force_refresh_step_policy!r}"
+            )
+
+    def _check_steps_mask(self) -> None:
+        if self.steps_computation_policy not in STEPS_POLICIES:
+            raise ValueError(
+                f"DBCacheConfig.steps_computation_policy must be one of {STEPS_POLICIES}, got {self.steps_computation_policy!r}"
+            )
+        mask = self.steps_computation_mask
+        if mask is None:
+            return
+        if isinstance(mask, (str, bytes)) or not isinstance(mask, Sequence) or not mask:
+            raise ValueError(f"DBCacheConfig.steps_computation_mask must be a non-empty list of 0/1, got {mask!r}")
+        if any(isinstance(v, bool) or v not in (0, 1) for v in mask):
+            raise ValueError(f"DBCacheConfig.steps_computation_mask must hold only 0 and 1, got {list(mask)}")
+        n = self.num_inference_steps
+        if n is not None and len(mask) != n:
+            raise ValueError(
+                f"DBCacheConfig.steps_computation_mask has {len(mask)} entries but num_inference_steps is {n}"
+            )
+        object.__setattr__(self, "steps_computation_mask", tuple(int(v) for v in mask))  # hashable, frozen
 
     def check_block_count(self, num_blocks: int) -> None:
         """Raise if this config cannot be applied to a model with ``num_blocks`` blocks."""
@@ -100,12 +205,21 @@ class DBCacheConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown DBCacheConfig field(s) {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        if isinstance(values.get("calibrator"), Mapping):  # {"type": "taylorseer", "order": 2}
+            values["calibrator"] = _calibrator_from_dict(values["calibrator"])
         return cls(**values)
 
 
 # Fields that say where a call sits (step, branch, generation). One tracker serves all block
 # lists of a transformer, so these must agree across per-list configs.
-PLACEMENT_FIELDS = ("num_inference_steps", "enable_separate_cfg", "cfg_compute_first")
+PLACEMENT_FIELDS = (
+    "num_inference_steps",
+    "enable_separate_cfg",
+    "cfg_compute_first",
+    "force_refresh_step_hint",
+    "force_refresh_step_policy",
+)
 
 
 @dataclass(frozen=True)

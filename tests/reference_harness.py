@@ -98,12 +98,15 @@ def run_cache_dit(
     max_continuous_cached_steps: int = -1,
     enable_separate_cfg: bool = False,
     quiet: bool = True,
+    calibrator_config=None,
+    **cache_options,
 ) -> dict:
     """Run cache-dit DBCache on a deep copy of ``model`` over ``inputs_per_step``.
 
     Returns ``dict(outputs=[tensor per call], cached_steps=sorted 0-based step list,
     residual_diffs={step: float})`` (conventions in the module docstring); ``model`` itself
-    is never patched. With ``enable_separate_cfg=True`` the list must alternate
+    is never patched. ``calibrator_config`` (e.g. ``cache_dit.TaylorSeerCalibratorConfig``) and
+    further ``DBCacheConfig`` fields (``cache_options``) are passed through. With ``enable_separate_cfg=True`` the list must alternate
     (cond, uncond) calls per step, ``num_inference_steps = len // 2``, steps count
     pipeline steps, and ``cfg_cached_steps`` / ``cfg_residual_diffs`` are added.
     """
@@ -127,9 +130,10 @@ def run_cache_dit(
         # Explicit: the registry turns separate CFG on for Wan/QwenImage when left None.
         enable_separate_cfg=enable_separate_cfg,
         num_inference_steps=n_steps,
+        **cache_options,  # steps_computation_mask, steps_computation_policy, ...
     )
     with _quiet_cache_dit() if quiet else nullcontext():
-        cache_dit.enable_cache(make_block_adapter(m), cache_config=cfg)
+        cache_dit.enable_cache(make_block_adapter(m), cache_config=cfg, calibrator_config=calibrator_config)
         if hasattr(cache_dit, "refresh_context"):
             # A no-op on a fresh context; on a reused one cache-dit would only notice the
             # new run on its second call (the first call counts as step N of the old run).

@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..config import DBCacheConfig
+from .calibrators import make_calibrator
 from .tracker import COND, MAX_BRANCHES, UNCOND, StepTracker
 
 __all__ = ["BranchStats", "CacheStats", "CacheContext", "relative_l1", "COND", "UNCOND", "MAX_BRANCHES"]
@@ -53,7 +54,9 @@ class Branch:
 
     def __init__(self):
         self.reference_residual: Optional[torch.Tensor] = None
+        # Per middle stream: the stored residual (or, with a calibrator, the value it was fed).
         self.middle_residuals: Optional[Tuple[torch.Tensor, ...]] = None
+        self.calibrators: Optional[List[object]] = None  # one per middle stream
         self.continuous_cached = 0
         self.accumulated_diff = 0.0
         self.stats = BranchStats()
@@ -128,6 +131,12 @@ class CacheContext(torch.nn.Module):
         branch = self.branches.setdefault(self.branch, Branch())
         if step in range(0, cfg.max_warmup_steps, cfg.warmup_interval):
             return False
+        mask = cfg.steps_computation_mask
+        if mask is not None and step < len(mask):
+            if mask[step] == 1:
+                return False
+            if cfg.steps_computation_policy == "static":  # a fixed schedule: no diff, no other gate
+                return branch.middle_residuals is not None
         if cfg.max_cached_steps >= 0 and len(branch.stats.cached_steps) >= cfg.max_cached_steps:
             return False
         if cfg.max_continuous_cached_steps >= 0 and branch.continuous_cached >= cfg.max_continuous_cached_steps:
@@ -163,15 +172,28 @@ class CacheContext(torch.nn.Module):
         ``stream_bases[k]`` is the stream entering the middle that output ``k`` continues.
         """
         branch = self.branches.setdefault(self.branch, Branch())
+        calibrator = self.config.calibrator
+        hidden_type = calibrator is not None and calibrator.cache_type == "hidden_states"
         if reuse and all(b.shape == r.shape for b, r in zip(stream_bases, branch.middle_residuals)):
             branch.stats.cached_steps.append(self.step)
             branch.continuous_cached += 1
-            return tuple(base + res for base, res in zip(stream_bases, branch.middle_residuals))
+            if calibrator is None:
+                return tuple(base + res for base, res in zip(stream_bases, branch.middle_residuals))
+            forecasts = [c.predict(self.step) for c in branch.calibrators]
+            if hidden_type:
+                return tuple(forecasts)
+            return tuple(base + f for base, f in zip(stream_bases, forecasts))
         branch.continuous_cached = 0
         branch.reference_residual = fn_residual
         out = body(*body_args)
         outs = out if isinstance(out, tuple) else (out,)
-        branch.middle_residuals = tuple(o - base for o, base in zip(outs, stream_bases))
+        stored = outs if hidden_type else tuple(o - base for o, base in zip(outs, stream_bases))
+        branch.middle_residuals = stored
+        if calibrator is not None:
+            if branch.calibrators is None:
+                branch.calibrators = [make_calibrator(calibrator) for _ in stored]
+            for c, value in zip(branch.calibrators, stored):
+                c.update(self.step, value)
         return outs
 
     # -- stats -------------------------------------------------------------------------------

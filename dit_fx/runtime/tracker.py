@@ -50,15 +50,27 @@ class StepTracker:
         self._pinned: Optional[torch.Tensor] = None
 
     def _start_generation(self, t: Optional[float]) -> None:
+        self._refresh()
+        self.run_step = 0  # steps since the generation began (a forced refresh keeps counting)
+        self._refreshes = 0
+        self.separate_cfg = False
+        self._last_t = t
+        self._direction = 0  # +1 increasing schedule, -1 decreasing, 0 unknown yet
+        self._pending = False
+
+    def _refresh(self) -> None:
+        """A new cache context: steps restart at 0 and the contexts drop buffers and stats."""
         self.generation += 1
         self.step = 0
         self.calls = 0
         self.call_in_step = 0
         self.branch = COND
-        self.separate_cfg = False
-        self._last_t = t
-        self._direction = 0  # +1 increasing schedule, -1 decreasing, 0 unknown yet
-        self._pending = False
+
+    def _forces_refresh(self) -> bool:
+        hint = self.config.force_refresh_step_hint
+        if hint is None or self.step + 1 != hint:
+            return False
+        return self.config.force_refresh_step_policy == "repeat" or self._refreshes == 0
 
     def reset(self) -> None:
         """Start a new generation at the next call."""
@@ -81,13 +93,19 @@ class StepTracker:
             else:
                 new_step = moved or self.call_in_step + 1 >= MAX_BRANCHES
             n = self.num_steps_override if self.num_steps_override is not None else cfg.num_inference_steps
-            if new_step and n is not None and self.step + 1 >= n:
+            if new_step and n is not None and self.run_step + 1 >= n:
                 new_generation = True
         self._signature = signature
         if new_generation:
             self._start_generation(t)
+        elif new_step and self._forces_refresh():
+            self._refresh()
+            self._refreshes += 1
+            self.run_step += 1
+            self._direction = self._direction or direction
         elif new_step:
             self.step += 1
+            self.run_step += 1
             self.call_in_step = 0
             self._direction = self._direction or direction
         else:
