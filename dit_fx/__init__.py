@@ -1,10 +1,10 @@
 """dit_fx: training-free DiT acceleration as a torch.fx graph rewrite (DBCache)."""
 
 from .api import disable, dump, generation, optimize, plan, plot_timeline, reset, summary
-from .config import DBCacheConfig, FoCaConfig, TaylorSeerConfig
+from .config import DBCacheConfig, DBPruneConfig, FoCaConfig, TaylorSeerConfig
 from .runtime import CacheStats
 from .steps_mask import steps_mask
 
 __version__ = "0.1.0"
 
-__all__ = ["DBCacheConfig", "TaylorSeerConfig", "FoCaConfig", "steps_mask", "CacheStats", "optimize", "disable", "reset", "generation", "summary", "plan", "dump", "plot_timeline", "__version__"]
+__all__ = ["DBCacheConfig", "DBPruneConfig", "TaylorSeerConfig", "FoCaConfig", "steps_mask", "CacheStats", "optimize", "disable", "reset", "generation", "summary", "plan", "dump", "plot_timeline", "__version__"]

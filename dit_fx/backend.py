@@ -26,11 +26,11 @@ from .capture import (
     graph_input_sources,
     has_python_side_effects,
 )
-from .config import AnyConfig, BlockListConfigs, coerce_config
+from .config import AnyConfig, BlockListConfigs, DBPruneConfig, coerce_config
 from .lowering import lower
 from .passes import rewrite_nested
 from .patterns import Plan, build_plans
-from .runtime import CacheContext, CacheStats, StepTracker
+from .runtime import CacheContext, CacheStats, PruneContext, StepTracker
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ class Session:
         # Scope None: all block lists joined into one context; else one context per named list.
         scopes = config.lists if isinstance(config, BlockListConfigs) else ((None, config),)
         self.tracker = StepTracker(scopes[0][1])
-        self.caches: Dict[Optional[str], CacheContext] = {s: CacheContext(c, self.tracker) for s, c in scopes}
+        self.caches: Dict[Optional[str], CacheContext] = {
+            s: (PruneContext if isinstance(c, DBPruneConfig) else CacheContext)(c, self.tracker) for s, c in scopes
+        }
         self.records: List[CompileRecord] = []
         self.last_used: Optional[CompileRecord] = None  # record whose runner handled the last Dynamo call
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
@@ -127,6 +129,8 @@ class Session:
     def _cache_for(self, plan: Plan) -> CacheContext:
         cache = self.caches[plan.scope]
         cache.leads = plan.leads  # the first list in graph order places each call for all of them
+        if isinstance(cache, PruneContext):
+            cache.num_blocks = plan.num_blocks
         return cache
 
     @property

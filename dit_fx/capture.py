@@ -88,6 +88,25 @@ def bound_copy(gm: fx.GraphModule, static: StaticInputs) -> fx.GraphModule:
     return bind_placeholders(copy_gm, static.by_placeholder)
 
 
+def get_nested(root: torch.nn.Module, dotted: str):
+    obj = root
+    for atom in dotted.split("."):
+        obj = getattr(obj, atom)
+    return obj
+
+
+def tensor_attributes(gm: fx.GraphModule) -> Dict[str, Tuple[str, torch.Tensor]]:
+    """``{target: (target, tensor)}`` for the tensors ``gm`` reads with ``get_attr`` (what a split
+    of ``gm`` hands to its partitions as inputs, to be bound back inside them)."""
+    out = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            value = get_nested(gm, node.target)
+            if isinstance(value, torch.Tensor):
+                out[node.target] = (node.target, value)
+    return out
+
+
 def _set_nested(root: torch.nn.Module, dotted: str, tensor: torch.Tensor) -> None:
     *path, leaf = dotted.split(".")
     mod = root

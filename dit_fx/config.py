@@ -211,6 +211,62 @@ class DBCacheConfig:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class DBPruneConfig(DBCacheConfig):
+    """Dynamic Block Prune: every middle block gets its own guard instead of one decision for the
+    whole middle. A block whose input barely changed (relative L1 against its input at its last
+    computed step) is pruned: its output is rebuilt as input + that block's stored residual.
+
+    Trade-off: finer than DBCache (a step can run half its blocks), so it keeps more quality at
+    the same speed-up on models whose blocks settle at different times; it pays one diff (one
+    host sync) per middle block and step, so on launch-bound models DBCache is faster.
+
+    fn_blocks / bn_blocks: first / last blocks never pruned; the rest of DBCacheConfig's gates
+        (warmup, steps mask, max cached steps, ...) apply per block, a step with any pruned block
+        counting as a pruned step.
+    enable_dynamic_prune_threshold: raise the threshold of a block to the mean of the first (up to
+        5) positive diffs of earlier blocks in the same step x ``dynamic_prune_threshold_relax_ratio``,
+        when that is above the base threshold and below ``max_dynamic_prune_threshold`` (None:
+        2x the base threshold).
+    non_prune_block_ids: block indices (over all blocks in execution order) never pruned.
+    """
+
+    enable_dynamic_prune_threshold: bool = False
+    max_dynamic_prune_threshold: Optional[float] = None
+    dynamic_prune_threshold_relax_ratio: float = 1.25
+    non_prune_block_ids: Tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.enable_dynamic_prune_threshold, bool):
+            raise ValueError(f"DBPruneConfig.enable_dynamic_prune_threshold must be a bool, got {self.enable_dynamic_prune_threshold!r}")
+        if self.max_dynamic_prune_threshold is not None:
+            _check_number("max_dynamic_prune_threshold", self.max_dynamic_prune_threshold)
+        _check_number("dynamic_prune_threshold_relax_ratio", self.dynamic_prune_threshold_relax_ratio)
+        if self.dynamic_prune_threshold_relax_ratio <= 0:
+            raise ValueError("DBPruneConfig.dynamic_prune_threshold_relax_ratio must be > 0")
+        ids = self.non_prune_block_ids
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or any(
+            isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids
+        ):
+            raise ValueError(f"DBPruneConfig.non_prune_block_ids must be a list of block indices >= 0, got {ids!r}")
+        object.__setattr__(self, "non_prune_block_ids", tuple(sorted(set(ids))))
+        if self.calibrator is not None:
+            raise ValueError("DBPruneConfig.calibrator is not supported: pruned blocks reuse their own residuals")
+
+    def threshold_for(self, earlier_diffs: Sequence[float]) -> float:
+        """The threshold of the next block in a step, given the diffs of earlier blocks."""
+        base = self.residual_diff_threshold
+        if not self.enable_dynamic_prune_threshold:
+            return base
+        positive = [d for d in earlier_diffs[:5] if d > 0.0]
+        if not positive:
+            return base
+        relaxed = sum(positive) / len(positive) * self.dynamic_prune_threshold_relax_ratio
+        ceiling = 2 * base if self.max_dynamic_prune_threshold is None else self.max_dynamic_prune_threshold
+        return relaxed if base < relaxed < ceiling else base
+
+
 # Fields that say where a call sits (step, branch, generation). One tracker serves all block
 # lists of a transformer, so these must agree across per-list configs.
 PLACEMENT_FIELDS = (

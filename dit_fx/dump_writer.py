@@ -20,7 +20,10 @@ def write_dump(session: "Session", directory: str) -> str:
     for i, record in enumerate(session.records):
         sub = os.path.join(directory, f"capture_{i}")
         os.makedirs(sub, exist_ok=True)
+        from .passes import passes_for
+
         data = {"config": _config_dict(session), "lowering": session.lowering, "inputs": record.activation_names}
+        data["passes"] = {str(scope): [p.__name__ for p in passes_for(c.config)] for scope, c in session.caches.items()}
         data.update(record.plans[0].to_json())
         if len(record.plans) > 1:  # one context per block list: the nested plans, outermost first
             data["block_list_plans"] = [p.to_json() for p in record.plans]

@@ -35,11 +35,10 @@ def lower(glue: fx.GraphModule, mode: str) -> fx.GraphModule:
     if mode not in LOWERINGS:
         raise ValueError(f"lowering must be one of {LOWERINGS}, got {mode!r}")
     if mode == "inductor":
-        for name in PARTITION_NAMES:
-            sub = getattr(glue, name, None)
+        for name, sub in list(glue.named_children()):
             if is_glue(sub):
-                lower(sub, mode)  # a nested block list's glue: lower its partitions instead
-            elif sub is not None:
+                lower(sub, mode)  # nested glue (a block list's own context, DBPrune's body)
+            elif isinstance(sub, fx.GraphModule):
                 setattr(glue, name, InductorPartition(sub))
     return glue
 
@@ -58,7 +57,6 @@ def partition_module(glue: fx.GraphModule, name: str) -> Optional[fx.GraphModule
 def iter_glues(glue: fx.GraphModule, prefix: str = "") -> Iterator[Tuple[str, fx.GraphModule]]:
     """``("", glue)``, then nested glue graphs by dotted path (``"tail"``, ``"tail.tail"``)."""
     yield prefix, glue
-    for name in PARTITION_NAMES:
-        sub = getattr(glue, name, None)
+    for name, sub in glue.named_children():
         if is_glue(sub):
             yield from iter_glues(sub, f"{prefix}{name}.")

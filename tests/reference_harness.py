@@ -99,6 +99,7 @@ def run_cache_dit(
     enable_separate_cfg: bool = False,
     quiet: bool = True,
     calibrator_config=None,
+    prune: bool = False,
     **cache_options,
 ) -> dict:
     """Run cache-dit DBCache on a deep copy of ``model`` over ``inputs_per_step``.
@@ -106,7 +107,8 @@ def run_cache_dit(
     Returns ``dict(outputs=[tensor per call], cached_steps=sorted 0-based step list,
     residual_diffs={step: float})`` (conventions in the module docstring); ``model`` itself
     is never patched. ``calibrator_config`` (e.g. ``cache_dit.TaylorSeerCalibratorConfig``) and
-    further ``DBCacheConfig`` fields (``cache_options``) are passed through. With ``enable_separate_cfg=True`` the list must alternate
+    further ``DBCacheConfig`` fields (``cache_options``) are passed through; ``prune=True`` runs
+    its DBPrune instead and reports ``pruned_steps`` / ``pruned_blocks`` / ``block_diffs``. With ``enable_separate_cfg=True`` the list must alternate
     (cond, uncond) calls per step, ``num_inference_steps = len // 2``, steps count
     pipeline steps, and ``cfg_cached_steps`` / ``cfg_residual_diffs`` are added.
     """
@@ -119,7 +121,7 @@ def run_cache_dit(
         raise ValueError("separate CFG needs (cond, uncond) pairs of calls")
     n_steps = n_calls // 2 if enable_separate_cfg else n_calls
     m = copy.deepcopy(model).eval()
-    cfg = cache_dit.DBCacheConfig(
+    cfg = (cache_dit.DBPruneConfig if prune else cache_dit.DBCacheConfig)(
         Fn_compute_blocks=Fn,
         Bn_compute_blocks=Bn,
         residual_diff_threshold=residual_diff_threshold,
@@ -145,6 +147,14 @@ def run_cache_dit(
         raise RuntimeError("cache-dit published no stats (the last step was never reached)")
     if st.accumulated_executed_steps != n_steps:
         raise RuntimeError(f"cache-dit counted {st.accumulated_executed_steps} steps, expected {n_steps}")
+    if prune:  # per step: the list of the guarded blocks' diffs, and blocks pruned per call
+        return dict(
+            outputs=outputs,
+            pruned_steps=sorted(int(s) for s in st.pruned_steps),
+            pruned_blocks=list(st.pruned_blocks),
+            block_diffs={int(k): [float(x) for x in v] for k, v in st.residual_diffs.items()},
+            pruned_ratio=st.pruned_ratio,
+        )
     result = dict(
         outputs=outputs,
         cached_steps=sorted(int(s) for s in st.cached_steps),

@@ -10,10 +10,13 @@ import torch
 import torch.fx as fx
 from torch._dynamo.utils import lazy_format_graph_code
 
-from ..config import DBCacheConfig
+from ..capture import tensor_attributes
+from ..config import DBCacheConfig, DBPruneConfig
 from ..patterns import Plan
 from .bind_partition_parameters import bind_partition_parameters
 from .insert_dbcache_glue import insert_dbcache_glue
+from .insert_dbprune_guards import insert_dbprune_guards
+from .split_body_blocks import split_body_blocks
 from .split_partitions import split_partitions
 
 log = logging.getLogger(__name__)
@@ -24,9 +27,20 @@ PASSES = (
     insert_dbcache_glue,  # body call -> decision + guarded middle
 )
 
+DBPRUNE_PASSES = (
+    split_partitions,  # head / body / tail submodules
+    bind_partition_parameters,  # parameters become attributes: partitions take activations only
+    split_body_blocks,  # body -> one submodule per middle block
+    insert_dbprune_guards,  # each middle block call -> its own prune guard
+)
+
+
+def passes_for(config: DBCacheConfig):
+    return DBPRUNE_PASSES if isinstance(config, DBPruneConfig) else PASSES
+
 
 def run_passes(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
-    for rewrite in PASSES:
+    for rewrite in passes_for(config):
         gm = rewrite(gm, plan, config)
         # No eliminate_dead_code here: it recurses into get_attr'd partitions and, with FX's default
         # purity rules, deletes in-place ops whose results are unused (user hooks, counters).
@@ -48,23 +62,14 @@ def rewrite_nested(
     """
     gm = run_passes(gm, plans[0], configs[0])
     gm.cache = make_cache(plans[0])
+    if hasattr(gm.body, "cache"):  # DBPrune: the body's guards call the same context
+        gm.body.cache = gm.cache
     if len(plans) > 1:
         tail = gm.tail
         # Parameters reach the tail as its own get_attr nodes: bind those inside its partitions.
-        tail.meta["dit_fx_static_inputs"] = {
-            n.name: (n.target, t)
-            for n in tail.graph.nodes
-            if n.op == "get_attr" and isinstance(t := _attr(tail, n.target), torch.Tensor)
-        }
+        tail.meta["dit_fx_static_inputs"] = tensor_attributes(tail)
         gm.tail = rewrite_nested(tail, plans[1:], configs[1:], make_cache)
     return gm
 
 
-def _attr(gm: fx.GraphModule, target: str):
-    obj = gm
-    for atom in target.split("."):
-        obj = getattr(obj, atom)
-    return obj
-
-
-__all__ = ["PASSES", "run_passes", "rewrite_nested", "split_partitions", "bind_partition_parameters", "insert_dbcache_glue"]
+__all__ = ["PASSES", "DBPRUNE_PASSES", "passes_for", "run_passes", "rewrite_nested", "split_body_blocks", "insert_dbprune_guards", "split_partitions", "bind_partition_parameters", "insert_dbcache_glue"]

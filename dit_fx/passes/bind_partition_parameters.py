@@ -3,8 +3,8 @@
 ``split_module`` passes tensors held by ``get_attr`` as partition inputs, so the split runs on the
 graph with Dynamo's parameter placeholders; this pass then turns those placeholders into
 ``get_attr`` nodes of the same tensors inside each partition and drops them from the calls.
-In a nested split (a tail split again for the next block list) the parameters arrive as the
-tail's own ``get_attr`` nodes: they are bound the same way.
+In a nested split (a tail split again for the next block list, a body split per block) the
+parameters arrive as ``get_attr`` nodes: those are bound the same way, keyed by target.
 """
 
 from __future__ import annotations
@@ -19,16 +19,22 @@ from ..patterns import Plan
 _STATIC_OPS = ("placeholder", "get_attr")
 
 
+def _key(node: fx.Node) -> str:
+    """Placeholders are known by name, tensor attributes by their target (split_module renames
+    the get_attr nodes it recreates, the target stays)."""
+    return node.target if node.op == "get_attr" else node.name
+
+
 def bind_partition_parameters(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
     static = gm.meta["dit_fx_static_inputs"]
     for call in [n for n in gm.graph.nodes if n.op == "call_module"]:
         sub = getattr(gm, call.target)
         placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
-        bound = {p.name: static[a.name] for a, p in zip(call.args, placeholders) if a.op in _STATIC_OPS and a.name in static}
+        bound = {p.name: static[_key(a)] for a, p in zip(call.args, placeholders) if a.op in _STATIC_OPS and _key(a) in static}
         call.args = tuple(a for a, p in zip(call.args, placeholders) if p.name not in bound)
         bind_placeholders(sub, bound)
-    for node in [n for n in gm.graph.nodes if n.op in _STATIC_OPS and n.name in static]:
+    for node in [n for n in gm.graph.nodes if n.op in _STATIC_OPS and _key(n) in static]:
         if node.users:
-            raise ValueError(f"parameter {static[node.name][0]} is used outside the partitions")
+            raise ValueError(f"parameter {static[_key(node)][0]} is used outside the partitions")
         gm.graph.erase_node(node)
     return gm

@@ -1,7 +1,8 @@
 """State the rewritten graph calls into on every step. Imports nothing from the compile side."""
 
 from .context import CacheContext, CacheStats, relative_l1
-from .glue_ops import dbcache_decide, dbcache_middle, dbcache_read_timestep
+from .glue_ops import dbcache_decide, dbcache_middle, dbcache_read_timestep, dbprune_begin, dbprune_block
+from .prune import PruneContext
 from .tracker import StepTracker
 
 __all__ = [
@@ -12,4 +13,7 @@ __all__ = [
     "dbcache_decide",
     "dbcache_middle",
     "dbcache_read_timestep",
+    "dbprune_begin",
+    "dbprune_block",
+    "PruneContext",
 ]

@@ -47,6 +47,18 @@ class CacheStats:
     generation: int = 0
     separate_cfg: bool = False
     details: Optional[str] = None  # markdown table, filled by dit_fx.summary(..., details=True)
+    # DBPrune only (cfg_*: the CFG branch): steps with any pruned block, blocks pruned and blocks
+    # in the list per call, the guarded blocks' diffs per step, sum(pruned) / sum(actual).
+    pruned_steps: List[int] = field(default_factory=list)
+    pruned_blocks: List[int] = field(default_factory=list)
+    actual_blocks: List[int] = field(default_factory=list)
+    block_diffs: Dict[int, List[float]] = field(default_factory=dict)
+    pruned_ratio: float = 0.0
+    cfg_pruned_steps: List[int] = field(default_factory=list)
+    cfg_pruned_blocks: List[int] = field(default_factory=list)
+    cfg_actual_blocks: List[int] = field(default_factory=list)
+    cfg_block_diffs: Dict[int, List[float]] = field(default_factory=dict)
+    cfg_pruned_ratio: float = 0.0
 
 
 class Branch:
@@ -126,9 +138,10 @@ class CacheContext(torch.nn.Module):
             self.branches, self._generation = {}, tracker.generation
         return self._should_reuse(fn_residual)
 
-    def _should_reuse(self, fn_residual: torch.Tensor) -> bool:
+    def _gate(self, branch: "Branch") -> Optional[bool]:
+        """The gates before the threshold test: False = compute, True = cache (a static steps
+        mask), None = let the diff decide."""
         cfg, step = self.config, self.step
-        branch = self.branches.setdefault(self.branch, Branch())
         if step in range(0, cfg.max_warmup_steps, cfg.warmup_interval):
             return False
         mask = cfg.steps_computation_mask
@@ -136,7 +149,7 @@ class CacheContext(torch.nn.Module):
             if mask[step] == 1:
                 return False
             if cfg.steps_computation_policy == "static":  # a fixed schedule: no diff, no other gate
-                return branch.middle_residuals is not None
+                return True
         if cfg.max_cached_steps >= 0 and len(branch.stats.cached_steps) >= cfg.max_cached_steps:
             return False
         if cfg.max_continuous_cached_steps >= 0 and branch.continuous_cached >= cfg.max_continuous_cached_steps:
@@ -144,6 +157,14 @@ class CacheContext(torch.nn.Module):
         limit = cfg.max_accumulated_residual_diff_threshold
         if limit is not None and branch.accumulated_diff >= limit:
             return False
+        return None
+
+    def _should_reuse(self, fn_residual: torch.Tensor) -> bool:
+        cfg, step = self.config, self.step
+        branch = self.branches.setdefault(self.branch, Branch())
+        gate = self._gate(branch)
+        if gate is not None:
+            return gate and branch.middle_residuals is not None
         ref = branch.reference_residual
         if cfg.residual_diff_threshold <= 0 or branch.middle_residuals is None or ref is None:
             return False

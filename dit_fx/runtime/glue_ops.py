@@ -35,3 +35,15 @@ def dbcache_middle(
 ) -> Tuple[torch.Tensor, ...]:
     """Run the middle (storing residuals) or rebuild its outputs from the stored residuals."""
     return cache.run_middle(reuse, fn_residual, body, body_args, stream_bases)
+
+
+@has_side_effect
+def dbprune_begin(cache, hidden: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> None:
+    """Place this call (step, CFG branch, generation) before the guarded middle blocks run."""
+    cache.begin(hidden, timestep)
+
+
+@has_side_effect
+def dbprune_block(cache, block_id: int, block, args: Sequence[torch.Tensor], bases: Sequence[torch.Tensor], hidden_index: int):
+    """Prune block ``block_id`` (input + its stored residual) or run it and store its residual."""
+    return cache.run_block(block_id, block, args, bases, hidden_index)
