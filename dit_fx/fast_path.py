@@ -25,6 +25,11 @@ _EPOCH = [0]
 
 
 def _bump(*_args) -> None:
+    # A forward that builds a container while Dynamo traces it (ConsisID slices a ModuleList:
+    # ``self.layers[a:b]`` registers modules into a new one) would otherwise put this bump in the
+    # graph: replayed on every call, and guarded on, it recompiled the model on every call.
+    if torch.compiler.is_compiling():
+        return
     _EPOCH[0] += 1
 
 

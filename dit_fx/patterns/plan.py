@@ -164,7 +164,8 @@ def build_plans(graph: fx.Graph, scopes: Sequence[Tuple[Optional[str], int, int]
         keep = [k for k, r in enumerate(regions) if scope is None or r.ref.list_name == scope]
         if not keep:
             return (Plan(scope=scope, reason=f"no block list named {scope!r} in this graph (found: {order})"),)
-        plan = _plan_one(graph, [regions[k] for k in keep], [ios[k] for k in keep], hidden_sig, fn, bn)
+        scope_ios = ios if keep[0] == 0 else analyze_block_io(graph, regions, first=keep[0])
+        plan = _plan_one(graph, [regions[k] for k in keep], [scope_ios[k] for k in keep], hidden_sig, fn, bn)
         plan = _with(plan, scope=scope, leads=not plans)
         if not plan.supported:
             return (plan,)

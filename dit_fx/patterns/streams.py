@@ -89,7 +89,22 @@ def _placeholder_ancestry(graph: fx.Graph) -> Dict[fx.Node, frozenset]:
     return anc
 
 
-def analyze_block_io(graph: fx.Graph, regions: Sequence[RawRegion]) -> List[BlockIO]:
+def _external_inputs(region: RawRegion, by_name: Dict[str, fx.Node]) -> List[fx.Node]:
+    members = set(region.nodes)
+    ext: List[fx.Node] = []
+    for name in region.nodes:
+        for inp in by_name[name].all_input_nodes:
+            if inp.name not in members and inp.op != "get_attr" and inp not in ext:
+                ext.append(inp)
+    return ext
+
+
+def analyze_block_io(graph: fx.Graph, regions: Sequence[RawRegion], first: int = 0) -> List[BlockIO]:
+    """Block I/O for every region. ``first``: the first block of the stack being planned (a scope
+    that caches one block list); it has no previous block, so its carried inputs are found like
+    block 0's: inputs with the shape and dtype of one of its outputs that the next block does not
+    read as well (a value every block reads, such as a rotary or positional embedding of the
+    hidden stream's shape, is context)."""
     by_name = {n.name: n for n in graph.nodes}
     region_of: Dict[str, int] = {name: i for i, r in enumerate(regions) for name in r.nodes}
     # Values that are (or derive from) some block's computation.
@@ -110,9 +125,10 @@ def analyze_block_io(graph: fx.Graph, regions: Sequence[RawRegion]) -> List[Bloc
                     ext.append(inp)
             if any(u.name not in members for u in node.users):
                 outs.append(name)
-        if i == 0:
+        if i == first:
             out_sigs = {signature(by_name[o]) for o in outs}
-            carried = [n for n in ext if signature(n) is not None and signature(n) in out_sigs]
+            shared = set(_external_inputs(regions[i + 1], by_name)) if i + 1 < len(regions) else set()
+            carried = [n for n in ext if signature(n) is not None and signature(n) in out_sigs and n not in shared]
         else:
             carried = [n for n in ext if n.name in stream_derived]
         context = [n for n in ext if n not in carried]
