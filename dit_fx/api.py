@@ -45,14 +45,17 @@ def optimize(
     config: Union[DBCacheConfig, BlockListConfigs, Mapping[str, Any], None] = None,
     *,
     compile: bool = False,
+    cuda_graphs: bool = False,
 ) -> torch.nn.Module:
     """Make ``model`` (a DiT transformer) skip its middle blocks on steps where DBCache allows.
 
     Returns the same module object with ``forward`` replaced. The forward is captured by
     TorchDynamo on the first call (and again per new input shape), rewritten into head / body /
     tail around a cache decision, and run as Python (``compile=False``) or with the partitions
-    compiled by Inductor (``compile=True``). Anything the rewrite cannot handle runs the original
-    forward with one warning saying why.
+    compiled by Inductor (``compile=True``: one compile per distinct block, like regional
+    compilation). ``cuda_graphs=True`` replays head, body and tail as CUDA graphs (CUDA inputs
+    only): the cache decision stays between graphs, so cached and computed steps both replay.
+    Anything the rewrite cannot handle runs the original forward with one warning saying why.
 
     ``config``: a ``DBCacheConfig`` (or a dict of its fields) treats all block lists as one stack;
     a dict of configs by block-list name (``{"transformer_blocks": cfg_a,
@@ -60,16 +63,17 @@ def optimize(
     statistics (lists not named then run every step).
     """
     if is_pipeline(model):
-        return _optimize_pipeline(model, config, compile)
+        return _optimize_pipeline(model, config, compile, cuda_graphs)
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize expects a transformer nn.Module or a diffusers pipeline, got {type(model).__name__}")
-    if not isinstance(compile, bool):
-        raise ValueError(f"optimize(compile=...) must be a bool, got {compile!r}")
+    for name, flag in (("compile", compile), ("cuda_graphs", cuda_graphs)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"optimize({name}=...) must be a bool, got {flag!r}")
     cfg = coerce_config(config)
     _check_block_counts(model, cfg)
     if model in _OPTIMIZED:
         disable(model)
-    session = Session(cfg, lowering="inductor" if compile else "eager")
+    session = Session(cfg, lowering="inductor" if compile else "eager", cuda_graphs=cuda_graphs)
     original = type(model).forward.__get__(model)
     compiled = torch.compile(original, backend=session, fullgraph=True, dynamic=False)
     # accelerate's hooks (offloading, device maps) replace ``forward`` and call ``_old_forward``:
@@ -114,11 +118,11 @@ def _naming_cache_context(original: Callable, tracker) -> Callable:
     return cache_context
 
 
-def _optimize_pipeline(pipe: Any, config: Any, compile: bool) -> Any:
+def _optimize_pipeline(pipe: Any, config: Any, compile: bool, cuda_graphs: bool) -> Any:
     """Optimize every transformer component; each ``pipe(...)`` call starts a new generation."""
     configs = split_configs(pipe, config)
     for name, module in transformer_components(pipe).items():
-        optimize(module, configs[name], compile=compile)
+        optimize(module, configs[name], compile=compile, cuda_graphs=cuda_graphs)
     pipe_ref = weakref.ref(pipe)
 
     def reset_all() -> None:

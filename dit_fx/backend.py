@@ -27,14 +27,14 @@ from .capture import (
     has_python_side_effects,
 )
 from .config import AnyConfig, BlockListConfigs, DBPruneConfig, coerce_config
-from .lowering import lower
+from .lowering import Lowering
 from .passes import rewrite_nested
 from .patterns import Plan, build_plans
 from .runtime import CacheContext, CacheStats, PruneContext, StepTracker
 
 log = logging.getLogger(__name__)
 
-BACKEND_OPTIONS = ("config", "compile", "dump_dir")
+BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "dump_dir")
 
 # Parameter -> Session, so ``dit_fx.summary(model)`` finds the state of a torch.compile'd model
 # without storing anything on the user's module.
@@ -63,9 +63,12 @@ class CompileRecord:
 class Session:
     """Config, cache state and compile records of one optimized transformer."""
 
-    def __init__(self, config: AnyConfig, lowering: str = "eager", dump_dir: Optional[str] = None):
+    def __init__(self, config: AnyConfig, lowering: str = "eager", dump_dir: Optional[str] = None, cuda_graphs: bool = False):
         self.config = config
         self.lowering = lowering
+        self.cuda_graphs = cuda_graphs
+        # One per session: every capture shares its compiled regions, CUDA-graph pool and counters.
+        self.lower = Lowering(lowering, cuda_graphs)
         self.dump_dir = dump_dir or os.environ.get("DIT_FX_DUMP_DIR") or None
         # Scope None: all block lists joined into one context; else one context per named list.
         scopes = config.lists if isinstance(config, BlockListConfigs) else ((None, config),)
@@ -73,6 +76,8 @@ class Session:
         self.caches: Dict[Optional[str], CacheContext] = {
             s: (PruneContext if isinstance(c, DBPruneConfig) else CacheContext)(c, self.tracker) for s, c in scopes
         }
+        for cache in self.caches.values():
+            cache.outputs_are_reused = cuda_graphs
         self.records: List[CompileRecord] = []
         self.last_used: Optional[CompileRecord] = None  # record whose runner handled the last Dynamo call
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
@@ -114,7 +119,7 @@ class Session:
             working = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="DBCacheGlue")
             working.meta["dit_fx_static_inputs"] = static.by_placeholder
             glue = rewrite_nested(working, plans, [self.caches[p.scope].config for p in plans], self._cache_for)
-            glue = lower(glue, self.lowering)
+            glue = self.lower.lower(glue)
         except Exception as exc:  # never silently wrong: fall back to the captured graph, loudly
             log.debug("dit_fx rewrite failed", exc_info=True)
             failed = Plan(blocks=plans[0].blocks, block_lists=plans[0].block_lists, reason=f"rewrite failed: {exc!r}")
@@ -194,8 +199,10 @@ def parse_backend_options(options: Optional[Mapping[str, Any]]) -> Session:
     if unknown:
         raise ValueError(f"unknown dit_fx backend option(s) {unknown}; known: {list(BACKEND_OPTIONS)}")
     compile_flag = options.get("compile", True)
-    if not isinstance(compile_flag, bool):
-        raise ValueError(f"dit_fx backend option 'compile' must be a bool, got {compile_flag!r}")
+    cuda_graphs = options.get("cuda_graphs", False)
+    for name, flag in (("compile", compile_flag), ("cuda_graphs", cuda_graphs)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"dit_fx backend option {name!r} must be a bool, got {flag!r}")
     dump_dir = options.get("dump_dir")
     if dump_dir is not None and not isinstance(dump_dir, (str, os.PathLike)):
         raise ValueError(f"dit_fx backend option 'dump_dir' must be a path, got {dump_dir!r}")
@@ -203,21 +210,24 @@ def parse_backend_options(options: Optional[Mapping[str, Any]]) -> Session:
         coerce_config(options.get("config")),
         lowering="inductor" if compile_flag else "eager",
         dump_dir=os.fspath(dump_dir) if dump_dir is not None else None,
+        cuda_graphs=cuda_graphs,
     )
 
 
 def dit_fx_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options: Optional[Mapping[str, Any]] = None):
     """``torch.compile(model, backend="dit_fx", options={"config": cfg, "compile": True})``.
 
-    Options: ``config`` (DBCacheConfig or dict), ``compile`` (Inductor for head/body/tail, default
-    True), ``dump_dir``. Recompiles of the same model (new resolution) share one cache session.
+    Options: ``config`` (DBCacheConfig or dict), ``compile`` (Inductor for head/body/tail, one
+    compile per distinct block, default True), ``cuda_graphs`` (replay head/body/tail as CUDA
+    graphs, default False), ``dump_dir``. Recompiles of the same model (new resolution) share one cache session.
     """
     fresh = parse_backend_options(options)
     params = [t for t in example_inputs if isinstance(t, torch.nn.Parameter)]
     existing = next((_SESSIONS[p] for p in params[:1] if p in _SESSIONS), None)
-    same = existing is not None and (existing.config, existing.lowering, existing.dump_dir) == (
+    same = existing is not None and (existing.config, existing.lowering, existing.cuda_graphs, existing.dump_dir) == (
         fresh.config,
         fresh.lowering,
+        fresh.cuda_graphs,
         fresh.dump_dir,
     )
     session = existing if same else fresh

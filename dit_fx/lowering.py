@@ -1,46 +1,150 @@
-"""Run the rewritten partitions eagerly (as Python) or compiled with Inductor.
+"""Run the rewritten partitions eagerly (as Python) or compiled with Inductor, optionally as CUDA graphs.
 
 The glue graph itself always stays Python: its one data-dependent decision per step must not be
-traced. Each partition is compiled once, lazily, with the first real inputs it sees (shapes are
-static per rewritten graph: a new resolution gets a new capture and a new rewrite).
+traced. Compiled lowering is regional: each partition is split into one region per block and one
+per run of other ops (``passes/split_block_regions.py``); regions take their weights as inputs,
+so blocks with the same op structure share one Inductor artifact (FLUX.1: one compile for its 19
+double blocks, one for its 38 single blocks). Each region is compiled lazily with the first real
+inputs it sees. Shapes are static per capture: a new resolution is a new Dynamo capture and
+compiles each distinct region once more (CUDA graphs need static shapes anyway).
+
+With ``cuda_graphs``, every leaf partition is wrapped by ``cuda_graphs.GraphedPartition`` and the
+glue's outputs are copied out of graph memory (the next replay overwrites it).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.fx as fx
+
+from .cuda_graphs import GraphedPartition, GraphPool, copy_outputs_out_of_graphs
+from .passes.split_block_regions import split_block_regions
 
 LOWERINGS = ("eager", "inductor")
 PARTITION_NAMES = ("head", "body", "tail")
 
 
-class InductorPartition(torch.nn.Module):
-    """A partition compiled by Inductor on its first call; keeps the FX module for printing/dumps."""
+@dataclass
+class RegionCompiler:
+    """Compiles regions with Inductor, once per distinct (op structure, input metadata).
 
-    def __init__(self, gm: fx.GraphModule):
+    ``compiles`` counts Inductor compiles; ``artifacts`` holds one entry per distinct region.
+    Shared by all captures of one session, so a second capture of the same signature (or a
+    glue rebuilt after ``torch._dynamo.reset``) recompiles nothing.
+    """
+
+    artifacts: Dict[Any, Callable] = field(default_factory=dict)
+    compiles: int = 0
+
+    def artifact(self, structure: str, gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
+        key = (structure, tuple(_input_key(a) for a in args))
+        fn = self.artifacts.get(key)
+        if fn is None:
+            fn = torch._inductor.compile(gm, list(args))
+            self.artifacts[key] = fn
+            self.compiles += 1
+        return fn
+
+
+class CompiledRegion(torch.nn.Module):
+    """One region, compiled (or fetched from the compiler's artifacts) on its first call."""
+
+    def __init__(self, gm: fx.GraphModule, compiler: RegionCompiler):
         super().__init__()
         self.gm = gm
+        self.structure = structure_key(gm)
+        self._compiler = compiler
         self._compiled: Optional[Callable] = None
 
     def forward(self, *args):
         if self._compiled is None:
-            self._compiled = torch._inductor.compile(self.gm, list(args))
+            self._compiled = self._compiler.artifact(self.structure, self.gm, args)
         out = self._compiled(*args)
         return tuple(out) if isinstance(out, list) else out  # Inductor returns lists
 
 
-def lower(glue: fx.GraphModule, mode: str) -> fx.GraphModule:
-    if mode not in LOWERINGS:
-        raise ValueError(f"lowering must be one of {LOWERINGS}, got {mode!r}")
-    if mode == "inductor":
+@dataclass
+class Lowering:
+    """How leaf partitions run: ``mode`` ("eager" | "inductor") and whether as CUDA graphs."""
+
+    mode: str = "eager"
+    cuda_graphs: bool = False
+    compiler: RegionCompiler = field(default_factory=RegionCompiler)
+    graphs: GraphPool = field(default_factory=GraphPool)
+
+    def __post_init__(self):
+        if self.mode not in LOWERINGS:
+            raise ValueError(f"lowering must be one of {LOWERINGS}, got {self.mode!r}")
+
+    def lower(self, glue: fx.GraphModule) -> fx.GraphModule:
+        self._lower_children(glue, "")
+        if self.cuda_graphs:
+            copy_outputs_out_of_graphs(glue)
+        return glue
+
+    def _lower_children(self, glue: fx.GraphModule, prefix: str) -> None:
         for name, sub in list(glue.named_children()):
             if is_glue(sub):
-                lower(sub, mode)  # nested glue (a block list's own context, DBPrune's body)
+                self._lower_children(sub, f"{prefix}{name}.")  # a block list's own context, DBPrune's body
             elif isinstance(sub, fx.GraphModule):
-                setattr(glue, name, InductorPartition(sub))
-    return glue
+                setattr(glue, name, self._lower_leaf(sub, f"{prefix}{name}"))
+
+    def _lower_leaf(self, partition: fx.GraphModule, name: str) -> torch.nn.Module:
+        leaf: torch.nn.Module = partition
+        if self.mode == "inductor":
+            split = split_block_regions(partition)
+            if split is partition:
+                leaf = CompiledRegion(partition, self.compiler)
+            else:
+                for region_name, region in list(split.named_children()):
+                    if isinstance(region, fx.GraphModule):
+                        setattr(split, region_name, CompiledRegion(region, self.compiler))
+                leaf = split
+        if self.cuda_graphs:
+            leaf = GraphedPartition(leaf, name, self.graphs)
+        return leaf
+
+
+def structure_key(gm: fx.GraphModule) -> str:
+    """The op structure of ``gm`` with node names replaced by positions: two blocks that differ
+    only in their weights (inputs here) give the same key. Tensor attributes are keyed by identity,
+    so regions holding different constants never share an artifact."""
+    index: Dict[fx.Node, int] = {}
+    lines = []
+    for node in gm.graph.nodes:
+        index[node] = len(index)
+        args = fx.node.map_arg((node.args, node.kwargs), lambda n: f"%{index[n]}")
+        if node.op == "placeholder":
+            target = ""  # inputs are known by position
+        elif node.op == "get_attr":
+            target = f"{node.target}@{id(_get_attr(gm, node.target))}"
+        elif callable(node.target):
+            target = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__qualname__', repr(node.target))}"
+        else:
+            target = str(node.target)
+        lines.append(f"{node.op} {target} {args!r}")
+    return "\n".join(lines)
+
+
+def _get_attr(gm: torch.nn.Module, dotted: str) -> Any:
+    obj: Any = gm
+    for atom in dotted.split("."):
+        obj = getattr(obj, atom)
+    return obj
+
+
+def _input_key(value: Any):
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.stride(), value.dtype, value.device, value.requires_grad)
+    return (type(value), repr(value))
+
+
+def lower(glue: fx.GraphModule, mode: str, cuda_graphs: bool = False) -> fx.GraphModule:
+    """Lower with a fresh ``Lowering`` (tests; sessions keep theirs to share compiled artifacts)."""
+    return Lowering(mode, cuda_graphs).lower(glue)
 
 
 def is_glue(module: object) -> bool:
@@ -51,7 +155,9 @@ def is_glue(module: object) -> bool:
 def partition_module(glue: fx.GraphModule, name: str) -> Optional[fx.GraphModule]:
     """The FX module of a partition, whether lowered or not."""
     mod = getattr(glue, name, None)
-    return mod.gm if isinstance(mod, InductorPartition) else mod
+    if isinstance(mod, GraphedPartition):
+        mod = mod.fn
+    return mod.gm if isinstance(mod, CompiledRegion) else mod
 
 
 def iter_glues(glue: fx.GraphModule, prefix: str = "") -> Iterator[Tuple[str, fx.GraphModule]]:

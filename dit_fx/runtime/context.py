@@ -90,6 +90,13 @@ def relative_l1(reference: torch.Tensor, current: torch.Tensor) -> float:
     return _ratio(*torch.stack([num, den]).tolist())
 
 
+def _sub_into(out: torch.Tensor, base: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """``out - base``, written into this branch's residual buffer when it still fits (no allocation)."""
+    if buffer.shape == out.shape and buffer.dtype == out.dtype and buffer.device == out.device:
+        return torch.sub(out, base, out=buffer)
+    return out - base
+
+
 class CacheContext(torch.nn.Module):
     """Per-branch residual buffers, decisions and stats of one cached block stack.
 
@@ -107,6 +114,9 @@ class CacheContext(torch.nn.Module):
         self.tracker = tracker if tracker is not None else StepTracker(config)
         self.branches: Dict[str, Branch] = {}
         self._generation = 0  # the tracker generation ``branches`` belong to
+        # True when the partitions return buffers they overwrite on their next run (CUDA graphs):
+        # then whatever is kept across calls is copied first.
+        self.outputs_are_reused = False
 
     # -- where are we (the tracker's placement) -------------------------------------------------
     @property
@@ -208,7 +218,12 @@ class CacheContext(torch.nn.Module):
         branch.reference_residual = fn_residual
         out = body(*body_args)
         outs = out if isinstance(out, tuple) else (out,)
-        stored = outs if hidden_type else tuple(o - base for o, base in zip(outs, stream_bases))
+        if hidden_type:  # a calibrator keeps what it is fed: never a buffer someone overwrites
+            stored = tuple(o.clone() for o in outs) if self.outputs_are_reused else outs
+        elif calibrator is None and branch.middle_residuals is not None:
+            stored = tuple(_sub_into(o, base, buf) for o, base, buf in zip(outs, stream_bases, branch.middle_residuals))
+        else:
+            stored = tuple(o - base for o, base in zip(outs, stream_bases))
         branch.middle_residuals = stored
         if calibrator is not None:
             if branch.calibrators is None:

@@ -77,7 +77,8 @@ class PruneContext(CacheContext):
             return outs if len(outs) > 1 else outs[0]
         out = block(*args)
         outs = out if isinstance(out, tuple) else (out,)
-        branch.blocks[block_id] = BlockState(hidden, tuple(o - b for o, b in zip(outs, bases)))
+        kept = hidden.clone() if self.outputs_are_reused else hidden
+        branch.blocks[block_id] = BlockState(kept, tuple(o - b for o, b in zip(outs, bases)))
         return out
 
     def _may_prune(self, branch: PruneBranch, state: BlockState, hidden: torch.Tensor) -> bool:

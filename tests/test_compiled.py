@@ -1,0 +1,154 @@
+"""Compiled lowering: one Inductor artifact per distinct block, no recompiles, same outputs as eager.
+
+CUDA graphs need a GPU: here only their option checks and the CPU fallback (one warning, exact
+outputs) are tested; ``benchmarks/check_cuda_graphs.py`` checks replays against eager on a GPU.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+import dit_fx
+from dit_fx.api import _OPTIMIZED
+from dit_fx.lowering import CompiledRegion, structure_key
+from helpers import rel_err, run_steps
+from test_cfg_parity import cfg_calls
+from tiny_models import make_trajectory
+
+
+def _session(model):
+    return _OPTIMIZED[model].session
+
+
+def _regions(glue):
+    """(partition, region name, CompiledRegion) for every compiled region of a glue graph."""
+    for part in ("head", "body", "tail"):
+        for name, mod in getattr(glue, part).named_children():
+            if isinstance(mod, CompiledRegion):
+                yield part, name, mod
+
+
+def test_identical_blocks_share_one_compiled_artifact(tiny):
+    spec = tiny("wan_deep")  # 6 blocks of one class
+    model = spec.build()
+    steps = make_trajectory("wan_deep", 2)
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.0), compile=True)
+    run_steps(model, steps)
+    session = _session(model)
+    regions = list(_regions(session.last_record.glue))
+    blocks = [r for _, name, r in regions if name.startswith("blocks_")]
+    assert len(blocks) == 6
+    # Same op structure for every block, so at most a different input layout splits them.
+    assert len({b.structure for b in blocks}) == 1
+    artifacts = {id(b._compiled) for b in blocks}
+    assert len(artifacts) <= 2, "six identical blocks must not compile six times"
+    body = [r for part, name, r in regions if part == "body"]
+    assert len({id(b._compiled) for b in body}) == 1, "the middle blocks share one artifact"
+    # Every compile is accounted for: one per distinct region, the ops around blocks included.
+    assert session.lower.compiler.compiles == len({id(r._compiled) for _, _, r in regions})
+    assert session.lower.compiler.compiles < len(regions)
+
+
+def test_structure_key_tells_block_classes_apart(tiny):
+    spec = tiny("flux")  # double-stream and single-stream blocks
+    model = spec.build()
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=0, residual_diff_threshold=0.0), compile=True)
+    run_steps(model, make_trajectory("flux", 1))
+    by_list = {}
+    for _, name, region in _regions(_session(model).last_record.glue):
+        by_list.setdefault(name.rsplit("_", 1)[0], set()).add(region.structure)
+    double, single = by_list["transformer_blocks"], by_list["single_transformer_blocks"]
+    assert len(double) == 1
+    assert not double & single
+    # The key is positional: renaming nodes does not change it.
+    region = next(r for _, n, r in _regions(_session(model).last_record.glue) if n == "transformer_blocks_0")
+    for node in region.gm.graph.nodes:
+        if node.op == "call_function":
+            node._rename(f"renamed_{node.name}")
+    assert structure_key(region.gm) == region.structure
+
+
+def test_compiled_caching_matches_eager_caching(tiny):
+    """Same cached steps and diffs, outputs within fp32 tolerance, with caching really on."""
+    spec = tiny("flux")
+    steps = make_trajectory("flux", 10)
+    cfg = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.3, max_warmup_steps=2)
+    results = {}
+    for compile in (False, True):
+        model = spec.build()
+        dit_fx.optimize(model, cfg, compile=compile)
+        results[compile] = (run_steps(model, steps), dit_fx.summary(model))
+    (eager_out, eager_stats), (comp_out, comp_stats) = results[False], results[True]
+    assert eager_stats.cached_steps, "the trajectory must trigger caching"
+    assert comp_stats.cached_steps == eager_stats.cached_steps
+    for step, diff in eager_stats.residual_diffs.items():
+        assert comp_stats.residual_diffs[step] == pytest.approx(diff, rel=1e-3, abs=1e-6)
+    for a, b in zip(comp_out, eager_out):
+        assert rel_err(a, b) < 1e-4
+
+
+def test_no_recompiles_across_steps_branches_and_generations(tiny):
+    """Separate CFG, cached and computed steps, two generations: one capture, compiles only once."""
+    spec = tiny("wan_deep")
+    model = spec.build()
+    calls = cfg_calls(steps=8)
+    cfg = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.35, max_warmup_steps=2)
+    dit_fx.optimize(model, cfg, compile=True)
+    session = _session(model)
+    torch._dynamo.utils.counters.clear()
+    run_steps(model, calls[:2])  # first step: cond + uncond
+    compiles = session.lower.compiler.compiles
+    assert compiles > 0
+    run_steps(model, calls[2:])
+    stats = dit_fx.summary(model)
+    assert stats.separate_cfg and stats.cached_steps and stats.cfg_cached_steps
+    assert len(stats.cached_steps) < stats.executed_steps  # computed steps too
+    run_steps(model, calls)  # a second generation (the timestep jumps back up)
+    assert dit_fx.summary(model).generation == 2
+    assert session.lower.compiler.compiles == compiles
+    assert len(session.records) == 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_new_resolution_compiles_once(tiny):
+    spec = tiny("wan_deep")
+    model = spec.build()
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.15), compile=True)
+    session = _session(model)
+    small = make_trajectory("wan_deep", 3)
+    run_steps(model, small)
+    first = session.lower.compiler.compiles
+    big = [dict(s, hidden_states=torch.cat([s["hidden_states"]] * 2, dim=-1)) for s in small]
+    run_steps(model, big)
+    second = session.lower.compiler.compiles
+    assert second > first and len(session.records) == 2
+    run_steps(model, small + big)  # back and forth: both are known
+    assert session.lower.compiler.compiles == second and len(session.records) == 2
+
+
+def test_cuda_graphs_option_is_checked():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        dit_fx.optimize(model, dit_fx.DBCacheConfig(), cuda_graphs="yes")
+    from dit_fx.backend import parse_backend_options
+
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        parse_backend_options({"cuda_graphs": 1})
+    assert parse_backend_options({"cuda_graphs": True}).cuda_graphs
+
+
+def test_cuda_graphs_on_cpu_warns_once_and_stays_exact(tiny):
+    spec = tiny("flux")
+    model = spec.build()
+    steps = make_trajectory("flux", 4)
+    expected = run_steps(model, steps)
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0), cuda_graphs=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = run_steps(model, steps)
+    messages = [str(w.message) for w in caught if "CUDA graphs" in str(w.message)]
+    assert len(messages) == 1 and "cpu" in messages[0]
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+    assert _session(model).lower.graphs.captures == 0
