@@ -58,12 +58,37 @@ class CompiledRegion(torch.nn.Module):
         self.structure = structure_key(gm)
         self._compiler = compiler
         self._compiled: Optional[Callable] = None
+        self._to_contiguous: Tuple[int, ...] = ()
 
     def forward(self, *args):
         if self._compiled is None:
-            self._compiled = self._compiler.artifact(self.structure, self.gm, args)
-        out = self._compiled(*args)
+            # Inductor specialises on strides, so blocks fed slices (FLUX's single blocks read
+            # views of one concatenated stream) would compile apart from identical neighbours.
+            # Inputs are made canonical: contiguous ones are re-viewed (free), others copied.
+            self._to_contiguous = tuple(
+                i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.stride() != _contiguous_strides(a)
+            )
+            self._compiled = self._compiler.artifact(self.structure, self.gm, self._contiguous(args))
+        out = self._compiled(*self._contiguous(args))
         return tuple(out) if isinstance(out, list) else out  # Inductor returns lists
+
+    def _contiguous(self, args: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        if not self._to_contiguous:
+            return args
+        out = list(args)
+        for i in self._to_contiguous:
+            a = out[i]
+            # A contiguous tensor may still carry an odd stride on a size-1 dim: view it flat and back.
+            out[i] = a.reshape(-1).view(a.shape) if a.is_contiguous() else a.contiguous()
+        return tuple(out)
+
+
+def _contiguous_strides(t: torch.Tensor) -> Tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(t.shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 @dataclass
