@@ -290,7 +290,7 @@ class Runner:
                     session = _OPTIMIZED[model].session
                     cached = [i for i, m in enumerate(self.mask) if not m]
                     return dict(cached_steps=s.cached_steps, matches_mask=s.cached_steps == cached,
-                                inductor_compiles=session.lower.compiler.compiles, graph_captures=session.lower.graphs.captures,
+                                inductor_compiles=session.lowerer.compiler.compiles, graph_captures=session.lowerer.graphs.captures,
                                 captures=len(session.records))
 
                 self.row(key, model, mask=self.mask, setup_s=setup, check=check, before_run=lambda: dit_fx.reset(model))

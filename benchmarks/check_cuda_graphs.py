@@ -56,7 +56,7 @@ def run(name, calls, cfg, compile, cuda_graphs):
     outs = [o.float().cpu() for o in outs]
     s = dit_fx.summary(model)
     decisions = (s.generation, s.executed_steps, s.cached_steps, s.cfg_cached_steps, s.pruned_blocks)
-    graphs = _OPTIMIZED[model].session.lower.graphs
+    graphs = _OPTIMIZED[model].session.lowerer.graphs
     return decisions, outs, (graphs.captures, graphs.replays)
 
 

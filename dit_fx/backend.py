@@ -68,7 +68,7 @@ class Session:
         self.lowering = lowering
         self.cuda_graphs = cuda_graphs
         # One per session: every capture shares its compiled regions, CUDA-graph pool and counters.
-        self.lower = Lowering(lowering, cuda_graphs)
+        self.lowerer = Lowering(lowering, cuda_graphs)
         self.dump_dir = dump_dir or os.environ.get("DIT_FX_DUMP_DIR") or None
         # Scope None: all block lists joined into one context; else one context per named list.
         scopes = config.lists if isinstance(config, BlockListConfigs) else ((None, config),)
@@ -119,7 +119,7 @@ class Session:
             working = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="DBCacheGlue")
             working.meta["dit_fx_static_inputs"] = static.by_placeholder
             glue = rewrite_nested(working, plans, [self.caches[p.scope].config for p in plans], self._cache_for)
-            glue = self.lower.lower(glue)
+            glue = self.lowerer.lower(glue)
         except Exception as exc:  # never silently wrong: fall back to the captured graph, loudly
             log.debug("dit_fx rewrite failed", exc_info=True)
             failed = Plan(blocks=plans[0].blocks, block_lists=plans[0].block_lists, reason=f"rewrite failed: {exc!r}")

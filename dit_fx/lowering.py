@@ -167,11 +167,6 @@ def _input_key(value: Any):
     return (type(value), repr(value))
 
 
-def lower(glue: fx.GraphModule, mode: str, cuda_graphs: bool = False) -> fx.GraphModule:
-    """Lower with a fresh ``Lowering`` (tests; sessions keep theirs to share compiled artifacts)."""
-    return Lowering(mode, cuda_graphs).lower(glue)
-
-
 def is_glue(module: object) -> bool:
     """A glue graph (has a cache context), as opposed to a leaf partition."""
     return isinstance(module, fx.GraphModule) and hasattr(module, "cache")

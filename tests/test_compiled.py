@@ -46,8 +46,8 @@ def test_identical_blocks_share_one_compiled_artifact(tiny):
     body = [r for part, name, r in regions if part == "body"]
     assert len({id(b._compiled) for b in body}) == 1, "the middle blocks share one artifact"
     # Every compile is accounted for: one per distinct region, the ops around blocks included.
-    assert session.lower.compiler.compiles == len({id(r._compiled) for _, _, r in regions})
-    assert session.lower.compiler.compiles < len(regions)
+    assert session.lowerer.compiler.compiles == len({id(r._compiled) for _, _, r in regions})
+    assert session.lowerer.compiler.compiles < len(regions)
 
 
 def test_structure_key_tells_block_classes_apart(tiny):
@@ -102,7 +102,7 @@ def test_no_recompiles_across_steps_branches_and_generations(tiny):
     session = _session(model)
     torch._dynamo.utils.counters.clear()
     run_steps(model, calls[:2])  # first step: cond + uncond
-    compiles = session.lower.compiler.compiles
+    compiles = session.lowerer.compiler.compiles
     assert compiles > 0
     run_steps(model, calls[2:])
     stats = dit_fx.summary(model)
@@ -110,7 +110,7 @@ def test_no_recompiles_across_steps_branches_and_generations(tiny):
     assert len(stats.cached_steps) < stats.executed_steps  # computed steps too
     run_steps(model, calls)  # a second generation (the timestep jumps back up)
     assert dit_fx.summary(model).generation == 2
-    assert session.lower.compiler.compiles == compiles
+    assert session.lowerer.compiler.compiles == compiles
     assert len(session.records) == 1
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
@@ -122,13 +122,13 @@ def test_new_resolution_compiles_once(tiny):
     session = _session(model)
     small = make_trajectory("wan_deep", 3)
     run_steps(model, small)
-    first = session.lower.compiler.compiles
+    first = session.lowerer.compiler.compiles
     big = [dict(s, hidden_states=torch.cat([s["hidden_states"]] * 2, dim=-1)) for s in small]
     run_steps(model, big)
-    second = session.lower.compiler.compiles
+    second = session.lowerer.compiler.compiles
     assert second > first and len(session.records) == 2
     run_steps(model, small + big)  # back and forth: both are known
-    assert session.lower.compiler.compiles == second and len(session.records) == 2
+    assert session.lowerer.compiler.compiles == second and len(session.records) == 2
 
 
 def test_cuda_graphs_option_is_checked():
@@ -155,4 +155,4 @@ def test_cuda_graphs_on_cpu_warns_once_and_stays_exact(tiny):
     assert len(messages) == 1 and "cpu" in messages[0]
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
-    assert _session(model).lower.graphs.captures == 0
+    assert _session(model).lowerer.graphs.captures == 0
