@@ -110,6 +110,24 @@ MODEL_MATRIX: Tuple[ModelRow, ...] = (
     ),
     _row("sana_video", "Sana-Video", "SanaVideoTransformer3DModel", [_TB], [(_TB, [2])], False),
     _row("flux2", "FLUX.2", "Flux2Transformer2DModel", [_TB, _STB], [(_STB, [2])], False, scope=_STB),
+    _row(
+        "zimage", "Z-Image", "ZImageTransformer2DModel", ["noise_refiner", "context_refiner", "layers"],
+        [("layers", [3])], False, scope="layers",
+    ),
+    _row(
+        "hunyuanvideo_1_5", "HunyuanVideo 1.5", "HunyuanVideo15Transformer3DModel", [_TB], [], True,
+        "could not capture the forward as one graph: Data-dependent branching",
+    ),
+    _row(
+        "ltx2", "LTX-2", "LTX2VideoTransformer3DModel", [_TB], [(_TB, [0])], False,
+        "the last block has 2 distinct outputs used later; cannot tell the hidden stream",
+    ),
+    _row("krea2", "Krea 2", "Krea2Transformer2DModel", [_TB], [(_TB, [2])], True),
+    _row("ovis_image", "Ovis-Image", "OvisImageTransformer2DModel", [_TB, _STB], [(_TB, [1]), (_STB, [1])], True),
+    _row(
+        "longcat_image", "LongCat-Image", "LongCatImageTransformer2DModel", [_TB, _STB], [(_TB, [1]), (_STB, [1])],
+        True,
+    ),
 )
 
 MATRIX_BY_KEY = {row.key: row for row in MODEL_MATRIX}

@@ -36,9 +36,16 @@ def _calls(spec):
     return out
 
 
+def _output(out):
+    """The sample tensor; Z-Image returns a list of per-sample tensors (stacked here)."""
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], (tuple, list)):
+        return torch.stack(list(out[0]))
+    return output_tensor(out)
+
+
 @torch.no_grad()
 def _run(model, calls):
-    return [output_tensor(model(**inputs)).clone() for _, inputs in calls]
+    return [_output(model(**inputs)).clone() for _, inputs in calls]
 
 
 def _config(spec, **kw):

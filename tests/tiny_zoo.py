@@ -451,6 +451,128 @@ def _flux2_inputs(step_seed, timestep, batch=1):
     )
 
 
+def _zimage_inputs(step_seed, timestep, batch=1):
+    # ZImagePipeline passes one (C, 1, H, W) latent and one (L, D) prompt embedding per sample (lists),
+    # t' = (1000 - t) / 1000, and runs CFG batched in one call; the output is a list of (C, 1, H, W).
+    g = _gen(step_seed)
+    return dict(
+        x=[_randn(g, 4, 1, 8, 8) for _ in range(batch)],  # 16 tokens (padded to 32)
+        t=_ts(timestep, batch, -1.0 / 1000.0, 1.0),
+        cap_feats=[_randn(g, 8, 16) for _ in range(batch)],
+        return_dict=False,
+    )
+
+
+def _hunyuanvideo15_inputs(step_seed, timestep, batch=1):
+    # HunyuanVideo15Pipeline (t2v): latents ++ zero cond latents ++ zero mask, all-zero image embeds.
+    g = _gen(step_seed)
+    latents = _randn(g, batch, 4, 1, 4, 4)  # 16 tokens
+    return dict(
+        hidden_states=torch.cat([latents, torch.zeros(batch, 5, 1, 4, 4)], dim=1),
+        image_embeds=torch.zeros(batch, 3, 12),
+        timestep=_ts(timestep, batch),
+        encoder_hidden_states=_randn(g, batch, 6, 16),
+        encoder_attention_mask=torch.ones(batch, 6, dtype=torch.int64),
+        encoder_hidden_states_2=_randn(g, batch, 4, 8),
+        encoder_attention_mask_2=torch.ones(batch, 4, dtype=torch.int64),
+        return_dict=False,
+    )
+
+
+def _ltx2_inputs(step_seed, timestep, batch=1):
+    # LTX2Pipeline: one batched cond/uncond call with precomputed video/audio RoPE coordinates.
+    from diffusers.models.transformers.transformer_ltx2 import LTX2AudioVideoRotaryPosEmbed
+
+    g = _gen(step_seed)
+    video_coords = LTX2AudioVideoRotaryPosEmbed(dim=16, modality="video").prepare_video_coords(
+        batch, 2, 4, 4, torch.device("cpu"), fps=24.0
+    )
+    audio_coords = LTX2AudioVideoRotaryPosEmbed(dim=8, scale_factors=[4], modality="audio").prepare_audio_coords(
+        batch, 5, torch.device("cpu")
+    )
+    t = _ts(timestep, batch)
+    return dict(
+        hidden_states=_randn(g, batch, 2 * 4 * 4, 4),  # 32 video tokens
+        audio_hidden_states=_randn(g, batch, 5, 4),  # 5 audio tokens
+        encoder_hidden_states=_randn(g, batch, 8, 16),
+        audio_encoder_hidden_states=_randn(g, batch, 8, 16),
+        timestep=t,
+        sigma=t,
+        encoder_attention_mask=torch.ones(batch, 8, dtype=torch.int64),
+        audio_encoder_attention_mask=torch.ones(batch, 8, dtype=torch.int64),
+        num_frames=2,
+        height=4,
+        width=4,
+        fps=24.0,
+        audio_num_frames=5,
+        video_coords=video_coords,
+        audio_coords=audio_coords,
+        isolate_modalities=False,
+        spatio_temporal_guidance_blocks=None,
+        perturbation_mask=None,
+        use_cross_timestep=True,
+        return_dict=False,
+    )
+
+
+def _krea2_inputs(step_seed, timestep, batch=1):
+    g = _gen(step_seed)
+    text_len, h, w = 4, 4, 4
+    position_ids = torch.zeros(text_len + h * w, 3)  # text at the origin, image tokens at (0, h, w)
+    position_ids[text_len:, 1] = torch.arange(h).repeat_interleave(w).float()
+    position_ids[text_len:, 2] = torch.arange(w).repeat(h).float()
+    mask = torch.ones(batch, text_len, dtype=torch.bool)
+    mask[:, -1] = False  # the pipeline pads the prompt
+    return dict(
+        hidden_states=_randn(g, batch, h * w, 16),
+        encoder_hidden_states=_randn(g, batch, text_len, 3, 16),  # (B, L, tapped layers, D)
+        timestep=_ts(timestep, batch, 1.0 / 1000.0),
+        position_ids=position_ids,
+        encoder_attention_mask=mask,
+        return_dict=False,
+    )
+
+
+def _image_ids(h, w, offset=0.0, modality=0.0):
+    ids = torch.zeros(h, w, 3)
+    ids[..., 0] = modality
+    ids[..., 1] += torch.arange(h)[:, None] + offset
+    ids[..., 2] += torch.arange(w)[None, :] + offset
+    return ids.reshape(h * w, 3)
+
+
+def _text_ids(n):
+    ids = torch.zeros(n, 3)
+    ids[:, 1] = torch.arange(n)
+    ids[:, 2] = torch.arange(n)
+    return ids
+
+
+def _ovis_image_inputs(step_seed, timestep, batch=1):
+    g = _gen(step_seed)
+    return dict(
+        hidden_states=_randn(g, batch, 16, 4),
+        timestep=_ts(timestep, batch, 1.0 / 1000.0),
+        encoder_hidden_states=_randn(g, batch, 8, 32),
+        txt_ids=_text_ids(8),
+        img_ids=_image_ids(4, 4),
+        return_dict=False,
+    )
+
+
+def _longcat_image_inputs(step_seed, timestep, batch=1):
+    g = _gen(step_seed)
+    return dict(
+        hidden_states=_randn(g, batch, 16, 4),
+        timestep=_ts(timestep, batch, 1.0 / 1000.0),
+        guidance=None,
+        encoder_hidden_states=_randn(g, batch, 8, 32),
+        txt_ids=_text_ids(8),
+        img_ids=_image_ids(4, 4, offset=8.0, modality=1.0),  # image ids start after the text (max length 8)
+        return_dict=False,
+    )
+
+
 # ----------------------------------------------------------------------------- the zoo
 
 _TB = "transformer_blocks"
@@ -634,6 +756,43 @@ ZOO_LIST = [
                     attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
                     timestep_guidance_channels=16, axes_dims_rope=(4, 4, 4, 4)),
             _flux2_inputs, ((_TB, 2), ("single_transformer_blocks", 4)), False, scope="single_transformer_blocks"),
+    ZooSpec("zimage", "Z-Image", "ZImageTransformer2DModel",
+            _seeded("ZImageTransformer2DModel", all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16,
+                    n_layers=4, n_refiner_layers=1, n_heads=1, n_kv_heads=1, qk_norm=True, cap_feat_dim=16,
+                    axes_dims=[8, 4, 4], axes_lens=[256, 32, 32]),
+            _zimage_inputs, (("noise_refiner", 1), ("context_refiner", 1), ("layers", 4)), False, scope="layers",
+            cond_keys=("cap_feats",)),
+    ZooSpec("hunyuanvideo_1_5", "HunyuanVideo 1.5", "HunyuanVideo15Transformer3DModel",
+            _seeded("HunyuanVideo15Transformer3DModel", in_channels=9, out_channels=4, num_attention_heads=2,
+                    attention_head_dim=8, num_layers=4, num_refiner_layers=1, mlp_ratio=2.0, text_embed_dim=16,
+                    text_embed_2_dim=8, image_embed_dim=12, rope_axes_dim=(2, 2, 4), target_size=16,
+                    task_type="t2v"),
+            _hunyuanvideo15_inputs, ((_TB, 4),), True,
+            cond_keys=("encoder_hidden_states", "encoder_attention_mask", "encoder_hidden_states_2",
+                       "encoder_attention_mask_2")),
+    ZooSpec("ltx2", "LTX-2", "LTX2VideoTransformer3DModel",
+            _seeded("LTX2VideoTransformer3DModel", in_channels=4, out_channels=4, num_attention_heads=2,
+                    attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
+                    audio_num_attention_heads=2, audio_attention_head_dim=4, audio_cross_attention_dim=8,
+                    num_layers=3, caption_channels=16, rope_double_precision=False),
+            _ltx2_inputs, ((_TB, 3),), False, bn=0),  # refused: 3 blocks (Bn=0 leaves a middle) keep it fast
+    ZooSpec("krea2", "Krea 2", "Krea2Transformer2DModel",
+            _seeded("Krea2Transformer2DModel", in_channels=16, num_layers=4, attention_head_dim=8,
+                    num_attention_heads=4, num_key_value_heads=2, intermediate_size=32, timestep_embed_dim=8,
+                    text_hidden_dim=16, num_text_layers=3, text_num_attention_heads=2, text_num_key_value_heads=1,
+                    text_intermediate_size=16, num_layerwise_text_blocks=1, num_refiner_text_blocks=1,
+                    axes_dims_rope=(4, 2, 2)),
+            _krea2_inputs, ((_TB, 4),), True, cond_keys=("encoder_hidden_states", "encoder_attention_mask")),
+    ZooSpec("ovis_image", "Ovis-Image", "OvisImageTransformer2DModel",
+            _seeded("OvisImageTransformer2DModel", patch_size=1, in_channels=4, out_channels=4, num_layers=1,
+                    num_single_layers=3, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                    axes_dims_rope=(4, 4, 8)),
+            _ovis_image_inputs, ((_TB, 1), ("single_transformer_blocks", 3)), True),
+    ZooSpec("longcat_image", "LongCat-Image", "LongCatImageTransformer2DModel",
+            _seeded("LongCatImageTransformer2DModel", patch_size=1, in_channels=4, num_layers=1, num_single_layers=3,
+                    attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                    axes_dims_rope=[4, 4, 8]),
+            _longcat_image_inputs, ((_TB, 1), ("single_transformer_blocks", 3)), True),
 ]
 
 ZOO = {spec.name: spec for spec in ZOO_LIST}
