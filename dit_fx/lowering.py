@@ -4,7 +4,7 @@ The glue graph itself always stays Python: its one data-dependent decision per s
 traced. Compiled lowering is regional: each partition is split into one region per block and one
 per run of other ops (``passes/split_block_regions.py``); regions take their weights as inputs,
 so blocks with the same op structure share one Inductor artifact (FLUX.1: one compile for its 19
-double blocks, one for its 38 single blocks). Each region is compiled lazily with the first real
+double blocks, one for its 38 single blocks, the last of which drops an unused output). Each region is compiled lazily with the first real
 inputs it sees. Shapes are static per capture: a new resolution is a new Dynamo capture and
 compiles each distinct region once more (CUDA graphs need static shapes anyway).
 
@@ -14,6 +14,8 @@ glue's outputs are copied out of graph memory (the next replay overwrites it).
 
 from __future__ import annotations
 
+import copy
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -38,15 +40,71 @@ class RegionCompiler:
 
     artifacts: Dict[Any, Callable] = field(default_factory=dict)
     compiles: int = 0
+    sources: Dict[Any, fx.GraphModule] = field(default_factory=dict)  # key -> graph it was compiled from
 
     def artifact(self, structure: str, gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
-        key = (structure, tuple(_input_key(a) for a in args))
+        inputs = tuple(_input_key(a) for a in args)
+        key = (structure, inputs)
         fn = self.artifacts.get(key)
         if fn is None:
+            fn = self._from_larger_region(structure, gm, inputs)
+        if fn is None:
             fn = torch._inductor.compile(gm, list(args))
-            self.artifacts[key] = fn
+            self.sources[key] = gm
             self.compiles += 1
+        self.artifacts[key] = fn
         return fn
+
+    def _from_larger_region(self, structure: str, gm: fx.GraphModule, inputs) -> Optional[Callable]:
+        """The last block of a list often drops an output nobody reads (FLUX's last single block
+        returns no text stream): when a compiled region with the same inputs becomes this one once
+        pruned to some of its outputs, call it and keep those outputs."""
+        returned = _returned(gm)
+        for (other_structure, other_inputs), source in self.sources.items():
+            other_returned = _returned(source)
+            if other_inputs != inputs or len(other_returned) <= len(returned):
+                continue
+            for keep in itertools.permutations(range(len(other_returned)), len(returned)):
+                if structure_key(_pruned(source, keep, single=not isinstance(_output_arg(gm), (tuple, list)))) == structure:
+                    return _Selected(self.artifacts[(other_structure, other_inputs)], keep, isinstance(_output_arg(gm), (tuple, list)))
+        return None
+
+
+class _Selected:
+    """A larger region's artifact, returning only the outputs a smaller region has."""
+
+    def __init__(self, fn: Callable, keep: Tuple[int, ...], as_tuple: bool):
+        self.fn, self.keep, self.as_tuple = fn, keep, as_tuple
+
+    def __call__(self, *args):
+        out = self.fn(*args)
+        picked = tuple(out[i] for i in self.keep)
+        return picked if self.as_tuple else picked[0]
+
+
+def _output_arg(gm: fx.GraphModule):
+    return next(n for n in gm.graph.nodes if n.op == "output").args[0]
+
+
+def _returned(gm: fx.GraphModule) -> Tuple[Any, ...]:
+    out = _output_arg(gm)
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _pruned(gm: fx.GraphModule, keep: Tuple[int, ...], single: bool) -> fx.GraphModule:
+    """A copy of ``gm`` returning only outputs ``keep``, with the ops nothing else reads removed."""
+    graph = copy.deepcopy(gm.graph)
+    output = next(n for n in graph.nodes if n.op == "output")
+    returned = _returned_of(output)
+    kept = tuple(returned[i] for i in keep)
+    output.args = (kept[0] if single else kept,)
+    graph.eliminate_dead_code()
+    return fx.GraphModule(gm, graph)
+
+
+def _returned_of(output: fx.Node) -> Tuple[Any, ...]:
+    out = output.args[0]
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 class CompiledRegion(torch.nn.Module):

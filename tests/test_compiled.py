@@ -11,7 +11,7 @@ import torch
 
 import dit_fx
 from dit_fx.api import _OPTIMIZED
-from dit_fx.lowering import CompiledRegion, structure_key
+from dit_fx.lowering import CompiledRegion, _Selected, structure_key
 from helpers import rel_err, run_steps
 from test_cfg_parity import cfg_calls
 from tiny_models import make_trajectory
@@ -65,6 +65,11 @@ def test_structure_key_tells_block_classes_apart(tiny):
     # canonical, so the first two share an artifact (the last one drops an unused output).
     glue = _session(model).last_record.glue
     assert glue.body.single_transformer_blocks_0._compiled is glue.body.single_transformer_blocks_1._compiled
+    # The last single block returns one output fewer: it calls its siblings' artifact and keeps
+    # the output it has, instead of compiling again.
+    last = glue.body.single_transformer_blocks_2
+    assert isinstance(last._compiled, _Selected) and last._compiled.fn is glue.body.single_transformer_blocks_0._compiled
+    assert _session(model).lowerer.compiler.compiles == 4  # embeddings, double, single, output ops
     # The key is positional: renaming nodes does not change it.
     region = next(r for _, n, r in _regions(_session(model).last_record.glue) if n == "transformer_blocks_0")
     for node in region.gm.graph.nodes:
