@@ -118,10 +118,7 @@ MODEL_MATRIX: Tuple[ModelRow, ...] = (
         "hunyuanvideo_1_5", "HunyuanVideo 1.5", "HunyuanVideo15Transformer3DModel", [_TB], [], True,
         "could not capture the forward as one graph: Data-dependent branching",
     ),
-    _row(
-        "ltx2", "LTX-2", "LTX2VideoTransformer3DModel", [_TB], [(_TB, [0])], False,
-        "the last block has 2 distinct outputs used later; cannot tell the hidden stream",
-    ),
+    _row("ltx2", "LTX-2", "LTX2VideoTransformer3DModel", [_TB], [(_TB, [0])], False),
     _row("krea2", "Krea 2", "Krea2Transformer2DModel", [_TB], [(_TB, [2])], True),
     _row("ovis_image", "Ovis-Image", "OvisImageTransformer2DModel", [_TB, _STB], [(_TB, [1]), (_STB, [1])], True),
     _row(

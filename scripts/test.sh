@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+# -n auto: one worker per core (pass -n 0 to run serially).
+exec python3 -m pytest -q -p no:cacheprovider -n auto "$@"

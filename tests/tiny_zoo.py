@@ -775,7 +775,7 @@ ZOO_LIST = [
                     attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
                     audio_num_attention_heads=2, audio_attention_head_dim=4, audio_cross_attention_dim=8,
                     num_layers=3, caption_channels=16, rope_double_precision=False),
-            _ltx2_inputs, ((_TB, 3),), False, bn=0),  # refused: 3 blocks (Bn=0 leaves a middle) keep it fast
+            _ltx2_inputs, ((_TB, 3),), False, bn=0),  # 3 blocks, Bn=0 leaves a middle: keeps it fast
     ZooSpec("krea2", "Krea 2", "Krea2Transformer2DModel",
             _seeded("Krea2Transformer2DModel", in_channels=16, num_layers=4, attention_head_dim=8,
                     num_attention_heads=4, num_key_value_heads=2, intermediate_size=32, timestep_embed_dim=8,

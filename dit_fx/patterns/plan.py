@@ -152,8 +152,12 @@ def build_plans(graph: fx.Graph, scopes: Sequence[Tuple[Optional[str], int, int]
         return (Plan(reason=reason),)
     ios = analyze_block_io(graph, regions)
     by_name = {nd.name: nd for nd in graph.nodes}
-    # The hidden stream is what the last block of the whole model returns for later use.
+    # The hidden stream is what the last block of the whole model returns for later use; with
+    # several streams (LTX-2: video and audio), the one the model's first output is made from.
     final_sigs = {signature(by_name[o]) for o in ios[-1].outputs}
+    if len(final_sigs) > 1:
+        feeding = _ancestors(_first_output(graph))
+        final_sigs = {signature(by_name[o]) for o in ios[-1].outputs if o in feeding} or final_sigs
     if len(final_sigs) != 1:
         why = f"the last block has {len(final_sigs)} distinct outputs used later; cannot tell the hidden stream"
         return (Plan(block_lists=tuple(list_order(regions)), blocks=_blocks_info(regions, ios), reason=why),)
@@ -173,6 +177,24 @@ def build_plans(graph: fx.Graph, scopes: Sequence[Tuple[Optional[str], int, int]
             return (_with(plan, reason=f"block list {scope!r} does not run after the middle of {plans[-1].scope!r}"),)
         plans.append(plan)
     return tuple(plans)
+
+
+def _first_output(graph: fx.Graph) -> Optional[fx.Node]:
+    """The first tensor the graph returns (the ``sample`` of a diffusers output)."""
+    output = next(n for n in graph.nodes if n.op == "output")
+    found: List[fx.Node] = []
+    fx.node.map_arg(output.args, lambda n: found.append(n) if not found else None)
+    return found[0] if found else None
+
+
+def _ancestors(node: Optional[fx.Node]) -> set:
+    seen, todo = set(), [node] if node is not None else []
+    while todo:
+        n = todo.pop()
+        if n.name not in seen:
+            seen.add(n.name)
+            todo.extend(n.all_input_nodes)
+    return seen
 
 
 def _nested_in_tail(outer: Plan, inner: Plan) -> bool:
