@@ -59,14 +59,15 @@ class RegionCompiler:
         """The last block of a list often drops an output nobody reads (FLUX's last single block
         returns no text stream): when a compiled region with the same inputs becomes this one once
         pruned to some of its outputs, call it and keep those outputs."""
-        returned = _returned(gm)
-        for (other_structure, other_inputs), source in self.sources.items():
-            other_returned = _returned(source)
-            if other_inputs != inputs or len(other_returned) <= len(returned):
+        as_tuple = isinstance(_output_arg(gm), (tuple, list))
+        wanted = len(_returned(gm))
+        for key, source in self.sources.items():
+            available = len(_returned(source))
+            if key[1] != inputs or available <= wanted:
                 continue
-            for keep in itertools.permutations(range(len(other_returned)), len(returned)):
-                if structure_key(_pruned(source, keep, single=not isinstance(_output_arg(gm), (tuple, list)))) == structure:
-                    return _Selected(self.artifacts[(other_structure, other_inputs)], keep, isinstance(_output_arg(gm), (tuple, list)))
+            for keep in itertools.permutations(range(available), wanted):
+                if structure_key(_pruned(source, keep, as_tuple)) == structure:
+                    return _Selected(self.artifacts[key], keep, as_tuple)
         return None
 
 
@@ -91,20 +92,13 @@ def _returned(gm: fx.GraphModule) -> Tuple[Any, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def _pruned(gm: fx.GraphModule, keep: Tuple[int, ...], single: bool) -> fx.GraphModule:
-    """A copy of ``gm`` returning only outputs ``keep``, with the ops nothing else reads removed."""
-    graph = copy.deepcopy(gm.graph)
-    output = next(n for n in graph.nodes if n.op == "output")
-    returned = _returned_of(output)
-    kept = tuple(returned[i] for i in keep)
-    output.args = (kept[0] if single else kept,)
-    graph.eliminate_dead_code()
-    return fx.GraphModule(gm, graph)
-
-
-def _returned_of(output: fx.Node) -> Tuple[Any, ...]:
-    out = output.args[0]
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+def _pruned(gm: fx.GraphModule, keep: Tuple[int, ...], as_tuple: bool) -> fx.GraphModule:
+    """A copy of ``gm`` returning only outputs ``keep``, without the ops nothing reads any more."""
+    pruned = fx.GraphModule(gm, copy.deepcopy(gm.graph))
+    kept = tuple(_returned(pruned)[i] for i in keep)
+    next(n for n in pruned.graph.nodes if n.op == "output").args = (kept if as_tuple else kept[0],)
+    pruned.graph.eliminate_dead_code()
+    return pruned
 
 
 class CompiledRegion(torch.nn.Module):
