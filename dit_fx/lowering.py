@@ -4,8 +4,8 @@ The glue graph itself always stays Python: its one data-dependent decision per s
 traced. Compiled lowering is regional: each partition is split into one region per block and one
 per run of other ops (``passes/split_block_regions.py``); regions take their weights as inputs,
 so blocks with the same op structure share one Inductor artifact (FLUX.1: one compile for its 19
-double blocks, one for its 38 single blocks, the last of which drops an unused output). Each region is compiled lazily with the first real
-inputs it sees. Shapes are static per capture: a new resolution is a new Dynamo capture and
+double blocks, one for its 38 single blocks, the last of which drops an unused output). Each
+region is compiled lazily with the first real inputs it sees. Shapes are static per capture: a new resolution is a new Dynamo capture and
 compiles each distinct region once more (CUDA graphs need static shapes anyway).
 
 With ``cuda_graphs``, every leaf partition is wrapped by ``cuda_graphs.GraphedPartition`` and the
@@ -22,7 +22,9 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import torch
 import torch.fx as fx
 
+from .capture import get_nested
 from .cuda_graphs import GraphedPartition, GraphPool, copy_outputs_out_of_graphs
+from .fast_path import Unkeyable, _key_of
 from .passes.split_block_regions import split_block_regions
 
 LOWERINGS = ("eager", "inductor")
@@ -121,12 +123,10 @@ class CompiledRegion(torch.nn.Module):
                 i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.stride() != _contiguous_strides(a)
             )
             self._compiled = self._compiler.artifact(self.structure, self.gm, self._contiguous(args))
-        out = self._compiled(*self._contiguous(args))
+        out = self._compiled(*(self._contiguous(args) if self._to_contiguous else args))
         return tuple(out) if isinstance(out, list) else out  # Inductor returns lists
 
     def _contiguous(self, args: Tuple[Any, ...]) -> Tuple[Any, ...]:
-        if not self._to_contiguous:
-            return args
         out = list(args)
         for i in self._to_contiguous:
             a = out[i]
@@ -197,7 +197,7 @@ def structure_key(gm: fx.GraphModule) -> str:
         if node.op == "placeholder":
             target = ""  # inputs are known by position
         elif node.op == "get_attr":
-            target = f"{node.target}@{id(_get_attr(gm, node.target))}"
+            target = f"{node.target}@{id(get_nested(gm, node.target))}"
         elif callable(node.target):
             target = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__qualname__', repr(node.target))}"
         else:
@@ -206,17 +206,11 @@ def structure_key(gm: fx.GraphModule) -> str:
     return "\n".join(lines)
 
 
-def _get_attr(gm: torch.nn.Module, dotted: str) -> Any:
-    obj: Any = gm
-    for atom in dotted.split("."):
-        obj = getattr(obj, atom)
-    return obj
-
-
 def _input_key(value: Any):
-    if isinstance(value, torch.Tensor):
-        return (tuple(value.shape), value.stride(), value.dtype, value.device, value.requires_grad)
-    return (type(value), repr(value))
+    try:
+        return _key_of(value)  # what direct calls key on: shape, stride, dtype, device, requires_grad
+    except Unkeyable:
+        return (type(value), repr(value))
 
 
 def is_glue(module: object) -> bool:

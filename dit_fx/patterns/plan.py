@@ -180,11 +180,9 @@ def build_plans(graph: fx.Graph, scopes: Sequence[Tuple[Optional[str], int, int]
 
 
 def _first_output(graph: fx.Graph) -> Optional[fx.Node]:
-    """The first tensor the graph returns (the ``sample`` of a diffusers output)."""
+    """The first value the graph returns (the ``sample`` of a diffusers output)."""
     output = next(n for n in graph.nodes if n.op == "output")
-    found: List[fx.Node] = []
-    fx.node.map_arg(output.args, lambda n: found.append(n) if not found else None)
-    return found[0] if found else None
+    return next(iter(output.all_input_nodes), None)
 
 
 def _ancestors(node: Optional[fx.Node]) -> set:
