@@ -243,12 +243,12 @@ class Runner:
     def baselines(self):
         model = self.work.model
         self.row("eager", model)
-        compiled = torch.compile(model, fullgraph=True)
-        self.row("torch.compile", compiled)
-        self.free()
-        ro = torch.compile(model, mode="reduce-overhead", fullgraph=True)
-        self.row("torch.compile reduce-overhead", ro)
-        self.free()
+        if "torch.compile" not in self.args.skip:
+            self.row("torch.compile", torch.compile(model, fullgraph=True))
+            self.free()
+        if "torch.compile reduce-overhead" not in self.args.skip:
+            self.row("torch.compile reduce-overhead", torch.compile(model, mode="reduce-overhead", fullgraph=True))
+            self.free()
         for blk in self.work.blocks():  # what diffusers' compile_repeated_blocks does, for any model
             blk.compile(fullgraph=True)
         self.row("regional compile", model)
@@ -275,7 +275,7 @@ class Runner:
         model = self.work.model
         for policy in self.args.policies:
             for cuda_graphs in (False, True):
-                if cuda_graphs and self.device.type != "cuda":
+                if cuda_graphs and self.device.type != "cuda" or ("cuda_graphs" if cuda_graphs else "compiled") not in self.args.variants:
                     continue
                 key = f"dit_fx compiled{' + CUDA graphs' if cuda_graphs else ''} F{fn}B0 {policy}"
                 cfg = dit_fx.DBCacheConfig(fn_blocks=fn, bn_blocks=0, residual_diff_threshold=self.args.threshold,
@@ -375,6 +375,7 @@ def parse_args(argv=None):
     ap.add_argument("--fn", type=int, nargs="+", default=None, help="default: 8 1 (flux), 1 (pixart)")
     ap.add_argument("--groups", nargs="+", default=["baselines", "ideal", "dit_fx", "cache_dit"])
     ap.add_argument("--policies", nargs="+", default=["static", "dynamic"])
+    ap.add_argument("--variants", nargs="+", default=["compiled", "cuda_graphs"], help="dit_fx rows: without / with CUDA graphs")
     ap.add_argument("--threshold", type=float, default=0.8, help="for the dynamic policy (0 steps cache when diff < it)")
     ap.add_argument("--skip", nargs="*", default=[], help="row keys to skip")
     ap.add_argument("--repeats", type=int, default=2)

@@ -107,7 +107,8 @@ class Session:
             if isinstance(tensor, torch.nn.Parameter):
                 _SESSIONS[tensor] = self
         bound = bound_copy(gm, static)
-        scopes = [(s, c.config.fn_blocks, c.config.bn_blocks) for s, c in self.caches.items()]
+        # DBPrune guards whole middle blocks, so it keeps every op of the Fn blocks in the head.
+        scopes = [(s, c.config.fn_blocks, c.config.bn_blocks, not isinstance(c.config, DBPruneConfig)) for s, c in self.caches.items()]
         plans = (Plan(reason=reason),) if reason else build_plans(bound.graph, scopes)
         names = [n.name for n in bound.graph.nodes if n.op == "placeholder"]
         if not plans[0].supported:
@@ -119,7 +120,7 @@ class Session:
             working = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="DBCacheGlue")
             working.meta["dit_fx_static_inputs"] = static.by_placeholder
             glue = rewrite_nested(working, plans, [self.caches[p.scope].config for p in plans], self._cache_for)
-            glue = self.lowerer.lower(glue)
+            glue = self.lowerer.lower(glue, frozenset(n for p in plans for n in p.deferred_to_body))
         except Exception as exc:  # never silently wrong: fall back to the captured graph, loudly
             log.debug("dit_fx rewrite failed", exc_info=True)
             failed = Plan(blocks=plans[0].blocks, block_lists=plans[0].block_lists, reason=f"rewrite failed: {exc!r}")

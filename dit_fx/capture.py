@@ -65,8 +65,11 @@ def find_static_inputs(gm: fx.GraphModule, example_inputs: Sequence[object]) -> 
     return StaticInputs(static, tuple(activations))
 
 
-def bind_placeholders(gm: fx.GraphModule, binding: Dict[str, Tuple[str, torch.Tensor]]) -> fx.GraphModule:
-    """In place: each placeholder named in ``binding`` becomes a ``get_attr`` of that tensor (no copy)."""
+def bind_placeholders(gm: fx.GraphModule, binding: Dict[str, Tuple[str, torch.Tensor]], recompile: bool = True) -> fx.GraphModule:
+    """In place: each placeholder named in ``binding`` becomes a ``get_attr`` of that tensor (no copy).
+
+    ``recompile=False`` leaves ``gm``'s Python code stale: for graphs only analysed, never called
+    (generating code for a whole DiT's graph takes a noticeable part of the capture)."""
     graph = gm.graph
     first_op = next((n for n in graph.nodes if n.op != "placeholder"), None)
     for node in [n for n in graph.nodes if n.op == "placeholder" and n.name in binding]:
@@ -78,14 +81,16 @@ def bind_placeholders(gm: fx.GraphModule, binding: Dict[str, Tuple[str, torch.Te
         node.replace_all_uses_with(attr)
         graph.erase_node(node)
     graph.lint()
-    gm.recompile()
+    if recompile:
+        gm.recompile()
     return gm
 
 
 def bound_copy(gm: fx.GraphModule, static: StaticInputs) -> fx.GraphModule:
-    """A copy of the captured graph with parameters bound (for analysis and dumps)."""
+    """A copy of the captured graph with parameters bound, for analysis and dumps: never called,
+    so its code is not regenerated (``print_readable`` reads the graph)."""
     copy_gm = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="CapturedTransformer")
-    return bind_placeholders(copy_gm, static.by_placeholder)
+    return bind_placeholders(copy_gm, static.by_placeholder, recompile=False)
 
 
 def get_nested(root: torch.nn.Module, dotted: str):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -42,6 +43,7 @@ class RegionCompiler:
 
     artifacts: Dict[Any, Callable] = field(default_factory=dict)
     compiles: int = 0
+    compile_seconds: list = field(default_factory=list)  # wall time of each Inductor compile
     sources: Dict[Any, fx.GraphModule] = field(default_factory=dict)  # key -> graph it was compiled from
 
     def artifact(self, structure: str, gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
@@ -51,7 +53,9 @@ class RegionCompiler:
         if fn is None:
             fn = self._from_larger_region(structure, gm, inputs)
         if fn is None:
+            start = time.perf_counter()
             fn = torch._inductor.compile(gm, list(args))
+            self.compile_seconds.append(round(time.perf_counter() - start, 3))
             self.sources[key] = gm
             self.compiles += 1
         self.artifacts[key] = fn
@@ -149,14 +153,28 @@ class Lowering:
 
     mode: str = "eager"
     cuda_graphs: bool = False
+    # Inductor mode: False leaves the ops outside blocks (embeddings, output layers) eager, as
+    # regional compilation does; fewer compiles, more launches unless CUDA graphs replay them.
+    compile_other_ops: bool = True
+    _eager_nodes: frozenset = field(default=frozenset(), repr=False)
     compiler: RegionCompiler = field(default_factory=RegionCompiler)
     graphs: GraphPool = field(default_factory=GraphPool)
 
     def __post_init__(self):
         if self.mode not in LOWERINGS:
             raise ValueError(f"lowering must be one of {LOWERINGS}, got {self.mode!r}")
+        if self.mode == "inductor":
+            # Start Inductor's compile workers now, so they boot while Dynamo traces the model
+            # (torch.compile's own inductor backend does the same when it is first called).
+            from torch._inductor.async_compile import maybe_warm_pool
 
-    def lower(self, glue: fx.GraphModule) -> fx.GraphModule:
+            maybe_warm_pool()
+
+    def lower(self, glue: fx.GraphModule, eager_nodes: frozenset = frozenset()) -> fx.GraphModule:
+        """Lower every leaf partition of ``glue``. Regions made only of ``eager_nodes`` (ops a plan
+        deferred from the head into the body: they run on computed steps only, where they are a
+        sliver of the step) stay eager instead of costing a compile of their own."""
+        self._eager_nodes = eager_nodes
         self._lower_children(glue, "")
         if self.cuda_graphs:
             copy_outputs_out_of_graphs(glue)
@@ -174,15 +192,23 @@ class Lowering:
         if self.mode == "inductor":
             split = split_block_regions(partition)
             if split is partition:
-                leaf = CompiledRegion(partition, self.compiler)
+                if self.compile_other_ops:
+                    leaf = CompiledRegion(partition, self.compiler)
             else:
                 for region_name, region in list(split.named_children()):
-                    if isinstance(region, fx.GraphModule):
-                        setattr(split, region_name, CompiledRegion(region, self.compiler))
+                    if not isinstance(region, fx.GraphModule) or self._stays_eager(region_name, region):
+                        continue
+                    setattr(split, region_name, CompiledRegion(region, self.compiler))
                 leaf = split
         if self.cuda_graphs:
             leaf = GraphedPartition(leaf, name, self.graphs)
         return leaf
+
+    def _stays_eager(self, region_name: str, region: fx.GraphModule) -> bool:
+        if region_name.startswith("ops_"):
+            return not self.compile_other_ops
+        ops = [n.name for n in region.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
+        return bool(ops) and all(n in self._eager_nodes for n in ops)
 
 
 def structure_key(gm: fx.GraphModule) -> str:

@@ -2,8 +2,10 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
+import torch
 
 import dit_fx
 from helpers import run_steps
@@ -66,3 +68,45 @@ def test_flux_fn_boundary_in_single_blocks(tiny):
         "body": ["single_transformer_blocks.1"],
         "tail": ["single_transformer_blocks.2"],
     }
+
+
+def _module_paths(gm):
+    """Dotted module paths (``transformer_blocks.0.ff_context``) of the ops of ``gm``."""
+    paths = set()
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.meta.get("nn_module_stack"):
+            raw = next(reversed(n.meta["nn_module_stack"].values()))[0]
+            paths.add(re.sub(r"\['(\w+)'\]", r".\1", raw.split("['_modules']", 1)[-1]).replace("['_modules']", "").strip("."))
+    return paths
+
+
+def test_ops_only_the_middle_reads_are_deferred_to_the_body(tiny):
+    """FLUX with Bn=0: nothing after the middle reads the text stream, so the last Fn block's text
+    output layers (to_add_out, ff_context) run in the body, which cached steps skip."""
+    spec = tiny("flux")
+    model = spec.build()
+    steps = [spec.make_inputs(i, 900.0 - 100 * i) for i in range(3)]
+    plain = run_steps(model, steps)
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=0, residual_diff_threshold=0.0))
+    got = run_steps(model, steps)
+    plan = dit_fx.plan(model)
+    assert plan.deferred_to_body and "deferred to the body" in str(plan)
+    glue = dit_fx.api._OPTIMIZED[model].session.last_record.glue
+    head_nodes = {n.name for n in glue.head.graph.nodes}
+    body_nodes = {n.name for n in glue.body.graph.nodes}
+    assert set(plan.deferred_to_body) <= body_nodes and not set(plan.deferred_to_body) & head_nodes
+    glue_values = {plan.hidden_in, plan.hidden_fn} | {s.base for s in plan.middle_streams}
+    assert not glue_values & set(plan.deferred_to_body)
+    assert "transformer_blocks.0.ff_context.net.0.proj" in _module_paths(glue.body), _module_paths(glue.body)
+    assert not any(p.startswith("transformer_blocks.0.ff_context") for p in _module_paths(glue.head))
+    assert all(torch.equal(a, b) for a, b in zip(got, plain)), "computed steps stay exact"
+    # With Bn=1 the tail's single block reads the text stream: its base must stay in the head.
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.0))
+    run_steps(model, steps[:1])
+    plan = dit_fx.plan(model)
+    assert {s.role for s in plan.middle_streams} == {"hidden", "encoder"}
+    assert not {s.base for s in plan.middle_streams} & set(plan.deferred_to_body)
+    # DBPrune guards whole blocks: nothing is deferred.
+    dit_fx.optimize(model, dit_fx.DBPruneConfig(fn_blocks=1, bn_blocks=0, residual_diff_threshold=0.0))
+    run_steps(model, steps[:1])
+    assert dit_fx.plan(model).deferred_to_body == ()

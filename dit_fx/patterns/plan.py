@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -48,6 +50,9 @@ class Plan:
     hidden_fn: Optional[str] = None
     middle_streams: Tuple[MiddleStream, ...] = ()
     hoisted_to_head: Tuple[str, ...] = ()
+    # Ops of the last Fn block that only the middle reads (FLUX: the text stream's output layers
+    # when nothing after the middle uses that stream): run in the body, so cached steps skip them.
+    deferred_to_body: Tuple[str, ...] = ()
     partition_of: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
     reason: Optional[str] = None
     scope: Optional[str] = None  # the one block list this plan caches; None: all lists joined
@@ -94,6 +99,8 @@ class Plan:
             lines.append(f"  tail: {len(parts['tail'])} blocks (Bn={self.bn_blocks}) + output ops")
             for s in self.middle_streams:
                 lines.append(f"  middle stream {s.role}: {s.output} = {s.base} + residual")
+            if self.deferred_to_body:
+                lines.append(f"  deferred to the body: {len(self.deferred_to_body)} ops of the last Fn block only the middle reads")
         else:
             lines.append(f"  unsupported: {self.reason}")
         return "\n".join(lines)
@@ -140,8 +147,11 @@ def build_plan(graph: fx.Graph, fn_blocks: int, bn_blocks: int, scope: Optional[
     return build_plans(graph, ((scope, fn_blocks, bn_blocks),))[0]
 
 
-def build_plans(graph: fx.Graph, scopes: Sequence[Tuple[Optional[str], int, int]]) -> Tuple[Plan, ...]:
-    """One plan per ``(scope, fn_blocks, bn_blocks)``, in the graph order of their block lists.
+def build_plans(graph: fx.Graph, scopes: Sequence[Tuple]) -> Tuple[Plan, ...]:
+    """One plan per ``(scope, fn_blocks, bn_blocks[, defer])``, in the graph order of their block lists.
+
+    ``defer`` (default True) moves ops of the last Fn block that only the middle reads into the
+    body; DBPrune passes False (its body must hold whole blocks only).
 
     With several scopes, each later plan's blocks lie in the previous plan's tail, so the rewrite
     nests: the tail of the first list's split is split again for the next. On a refusal the
@@ -164,12 +174,13 @@ def build_plans(graph: fx.Graph, scopes: Sequence[Tuple[Optional[str], int, int]
     hidden_sig = final_sigs.pop()
     order = [name for name, _ in list_order(regions)]
     plans = []
-    for scope, fn, bn in sorted(scopes, key=lambda s: order.index(s[0]) if s[0] in order else -1):
+    for scope, fn, bn, *defer in sorted(scopes, key=lambda s: order.index(s[0]) if s[0] in order else -1):
         keep = [k for k, r in enumerate(regions) if scope is None or r.ref.list_name == scope]
         if not keep:
             return (Plan(scope=scope, reason=f"no block list named {scope!r} in this graph (found: {order})"),)
         scope_ios = ios if keep[0] == 0 else analyze_block_io(graph, regions, first=keep[0])
-        plan = _plan_one(graph, [regions[k] for k in keep], [scope_ios[k] for k in keep], hidden_sig, fn, bn)
+        plan = _plan_one(graph, [regions[k] for k in keep], [scope_ios[k] for k in keep], hidden_sig, fn, bn,
+                         defer=defer[0] if defer else True)
         plan = _with(plan, scope=scope, leads=not plans)
         if not plan.supported:
             return (plan,)
@@ -201,20 +212,20 @@ def _nested_in_tail(outer: Plan, inner: Plan) -> bool:
     return all(where.get(name) == "tail" for name, part in inner.partition_of if part != "head")
 
 
-def _plan_one(graph, regions, ios, hidden_sig, fn_blocks: int, bn_blocks: int) -> Plan:
+def _plan_one(graph, regions, ios, hidden_sig, fn_blocks: int, bn_blocks: int, defer: bool = True) -> Plan:
     blocks = _blocks_info(regions, ios)
     base = Plan(block_lists=tuple(list_order(regions)), blocks=blocks, fn_blocks=fn_blocks, bn_blocks=bn_blocks)
     n = len(regions)
     if fn_blocks + bn_blocks >= n:
         return _with(base, reason=f"{n} blocks found; Fn + Bn = {fn_blocks + bn_blocks} leaves no middle block to cache")
-    return _partition(graph, base, regions, ios, hidden_sig)
+    return _partition(graph, base, regions, ios, hidden_sig, defer)
 
 
 def _with(plan: Plan, **changes) -> Plan:
     return replace(plan, **changes)
 
 
-def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: Sequence[BlockIO], hidden_sig) -> Plan:
+def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: Sequence[BlockIO], hidden_sig, defer: bool) -> Plan:
     by_name = {nd.name: nd for nd in graph.nodes}
     nodes = compute_nodes(graph)
     n, fn, bn = len(regions), plan.fn_blocks, plan.bn_blocks
@@ -279,11 +290,35 @@ def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: S
         if any(s.base == base for s in streams):
             return _with(plan, reason=f"two middle-block values used after the middle continue the same stream {base}")
         streams.append(MiddleStream(output=x, base=base, role="hidden" if base == hidden_fn else "encoder"))
+    deferred: List[str] = []
+    if defer and fn:
+        glue_values = {hidden_in, hidden_fn} | {s.base for s in streams}
+        deferred = _defer_middle_only(nodes[regions[fn - 1].span[0] : body_start], assign, glue_values)
     return _with(
         plan,
         hidden_in=hidden_in,
         hidden_fn=hidden_fn,
         middle_streams=tuple(streams),
         hoisted_to_head=tuple(hoisted),
+        deferred_to_body=tuple(deferred),
         partition_of=tuple(assign.items()),
     )
+
+
+def _defer_middle_only(candidates: Sequence[fx.Node], assign: Dict[str, str], keep: set) -> List[str]:
+    """Move head ops among ``candidates`` (the last Fn block and what follows it) whose every user
+    is in the body into the body, in place in ``assign``. Cached steps then skip them; computed
+    steps run the same ops in the same order. Values the glue reads (``keep``) and impure ops stay."""
+    moved = []
+    for node in reversed(candidates):  # users first, so chains move whole
+        if assign.get(node.name) != "head" or node.name in keep or not node.users or node.is_impure():
+            continue
+        if all(assign.get(u.name) == "body" for u in node.users):
+            assign[node.name] = "body"
+            moved.append(node.name)
+    # An item of a tuple that stays in the head stays with it: partitions exchange tensors, not tuples.
+    for node in candidates:
+        if node.name in moved and node.target is operator.getitem and assign.get(node.args[0].name) == "head":
+            assign[node.name] = "head"
+            moved.remove(node.name)
+    return moved[::-1]

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Cold compile time of one system, in this fresh process, with empty Inductor/Triton caches.
+
+Times the first call (capture + compile + run) of a FLUX.1-dev-sized transformer (bf16, CUDA) and
+splits it: Dynamo's own phases (``torch._dynamo.utils.compile_times``), the dit_fx backend
+(plan + passes), and each Inductor region compile. Run each system in its own process:
+
+    python benchmarks/cold_compile.py --system dit_fx --out benchmarks/results/cold_dit_fx.json
+    python benchmarks/cold_compile.py --system regional
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+_CACHE = tempfile.mkdtemp(prefix="dit_fx_cold_")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_CACHE, "inductor")  # before torch is imported
+os.environ["TRITON_CACHE_DIR"] = os.path.join(_CACHE, "triton")
+
+import torch  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import dit_fx  # noqa: E402
+import dit_fx.backend  # noqa: E402
+from dit_fx.api import _OPTIMIZED  # noqa: E402
+from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--system", choices=["dit_fx", "dit_fx_ops_eager", "regional", "whole"], required=True)
+    ap.add_argument("--cuda-graphs", action="store_true")
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    dev = torch.device("cuda")
+    model = build_model(FLUX_DEV_CONFIG, dev, torch.bfloat16, seed=0)
+    inputs = make_inputs(a.size, FLUX_DEV_CONFIG, 512, dev, torch.bfloat16, seed=0)
+    backend_s = []
+    if a.system.startswith("dit_fx"):
+        original = dit_fx.backend.Session.__call__
+
+        def timed(self, *args, **kw):
+            t = time.perf_counter()
+            try:
+                return original(self, *args, **kw)
+            finally:
+                backend_s.append(round(time.perf_counter() - t, 3))
+
+        dit_fx.backend.Session.__call__ = timed
+        cfg = dit_fx.DBCacheConfig(fn_blocks=8, bn_blocks=0, residual_diff_threshold=0.08)
+        dit_fx.optimize(model, cfg, compile=True, cuda_graphs=a.cuda_graphs)
+        _OPTIMIZED[model].session.lowerer.compile_other_ops = a.system == "dit_fx"
+        fn = model
+    elif a.system == "regional":
+        for blk in list(model.transformer_blocks) + list(model.single_transformer_blocks):
+            blk.compile(fullgraph=True)
+        fn = model
+    else:
+        fn = torch.compile(model, fullgraph=True)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    with torch.no_grad():
+        fn(**inputs)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t
+    result = dict(system=a.system, cuda_graphs=a.cuda_graphs, size=a.size, first_call_s=round(first, 2),
+                  gpu=torch.cuda.get_device_name(), torch=torch.__version__)
+    if a.system.startswith("dit_fx"):
+        compiler = _OPTIMIZED[model].session.lowerer.compiler
+        result.update(backend_s=backend_s, inductor_compiles=compiler.compiles, inductor_compile_s=compiler.compile_seconds)
+    result["dynamo_compile_times"] = torch._dynamo.utils.compile_times(repr="str")
+    print(json.dumps(result, indent=1))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
