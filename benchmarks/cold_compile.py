@@ -12,7 +12,10 @@ splits it: Dynamo's own phases (``torch._dynamo.utils.compile_times``), the dit_
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import pstats
 import os
 import sys
 import tempfile
@@ -39,6 +42,7 @@ def main():
     ap.add_argument("--cuda-graphs", action="store_true")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--out")
+    ap.add_argument("--profile-backend", help="write a cProfile of the dit_fx backend call here")
     a = ap.parse_args()
     dev = torch.device("cuda")
     model = build_model(FLUX_DEV_CONFIG, dev, torch.bfloat16, seed=0)
@@ -49,10 +53,19 @@ def main():
 
         def timed(self, *args, **kw):
             t = time.perf_counter()
+            prof = cProfile.Profile() if a.profile_backend else None
             try:
+                if prof:
+                    prof.enable()
                 return original(self, *args, **kw)
             finally:
                 backend_s.append(round(time.perf_counter() - t, 3))
+                if prof:
+                    prof.disable()
+                    out = io.StringIO()
+                    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
+                    with open(a.profile_backend, "w") as f:
+                        f.write(out.getvalue())
 
         dit_fx.backend.Session.__call__ = timed
         cfg = dit_fx.DBCacheConfig(fn_blocks=8, bn_blocks=0, residual_diff_threshold=0.08)

@@ -13,6 +13,7 @@ A)
   python $b/profile_compiled_step.py --size 1024 --fn 1 --out $out/profile_compiled_F1B0_1024.txt
   python $b/bench_compiled.py --model flux --size 1024 --groups ideal dit_fx cache_dit --out $out/compiled_flux_1024_cache.json ;;
 B)
+  python $b/cold_compile.py --system dit_fx --profile-backend $out/backend_profile.txt | grep first_call
   python $b/bench_compiled.py --model flux --size 1024 --groups baselines --skip "torch.compile reduce-overhead" --out $out/compiled_flux_1024_baselines.json
   python $b/bench_compiled.py --model flux --size 512 --variants cuda_graphs --out $out/compiled_flux_512.json ;;
 C)
