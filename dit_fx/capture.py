@@ -82,7 +82,21 @@ def bind_placeholders(gm: fx.GraphModule, binding: Dict[str, Tuple[str, torch.Te
         graph.erase_node(node)
     graph.lint()
     if recompile:
+        recompile_shallow(gm)
+    return gm
+
+
+def recompile_shallow(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm.recompile()`` without regenerating the code of its GraphModule children.
+
+    ``GraphModule.recompile`` recompiles every child GraphModule too; a rewritten DiT has hundreds
+    (partitions, block regions), and regenerating them after each pass took seconds of a FLUX
+    capture. Use only where the children are already up to date (each edit recompiles its own)."""
+    gm._recompile_submodules = list  # shadows the method for this one call: returns []
+    try:
         gm.recompile()
+    finally:
+        del gm._recompile_submodules
     return gm
 
 

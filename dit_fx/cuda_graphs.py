@@ -26,6 +26,8 @@ from typing import Any, Optional, Set, Tuple
 import torch
 import torch.fx as fx
 
+from .capture import recompile_shallow
+
 
 @dataclass
 class GraphPool:
@@ -119,5 +121,5 @@ def copy_outputs_out_of_graphs(glue: fx.GraphModule) -> fx.GraphModule:
     with graph.inserting_before(output):
         output.args = fx.node.map_arg(output.args, lambda n: graph.call_function(copy_out_of_graph, (n,)))
     graph.lint()
-    glue.recompile()
+    recompile_shallow(glue)
     return glue

@@ -75,3 +75,29 @@ def test_backend_and_optimize_share_the_pipeline(tiny):
     assert dit_fx.summary(a).cached_steps == dit_fx.summary(b).cached_steps != []
     for x, y in zip(out_a, out_b):
         assert torch.equal(x, y)
+
+
+def test_recompile_shallow_regenerates_only_the_parent():
+    """Passes recompile the glue after each edit; its partitions were compiled by their own edits
+    and must not be regenerated again (torch's recompile recurses into every child)."""
+    import torch.fx as fx
+    from dit_fx.capture import recompile_shallow
+
+    class Child(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    add = graph.call_function(torch.add, (graph.call_module("child", (x,)), 1))
+    graph.output(add)
+    parent = fx.GraphModule(torch.nn.ModuleDict({"child": fx.symbolic_trace(Child())}), graph)
+    regenerated = []
+    parent.child.recompile = lambda: regenerated.append("child")
+    add.args = (add.args[0], 5)  # edit the parent only
+    recompile_shallow(parent)
+    assert regenerated == []
+    assert "_recompile_submodules" not in parent.__dict__
+    assert torch.equal(parent(torch.ones(2)), torch.full((2,), 7.0))
+    parent.recompile()  # torch's own recursion is untouched afterwards
+    assert regenerated == ["child"]

@@ -10,7 +10,7 @@ import torch
 import torch.fx as fx
 from torch._dynamo.utils import lazy_format_graph_code
 
-from ..capture import tensor_attributes
+from ..capture import recompile_shallow, tensor_attributes
 from ..config import DBCacheConfig, DBPruneConfig
 from ..patterns import Plan
 from .bind_partition_parameters import bind_partition_parameters
@@ -46,7 +46,7 @@ def run_passes(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.Grap
         # purity rules, deletes in-place ops whose results are unused (user hooks, counters).
         # Each pass erases the nodes it replaces itself.
         gm.graph.lint()
-        gm.recompile()
+        recompile_shallow(gm)  # each pass recompiles the partitions it edits itself
         log.debug("%s", lazy_format_graph_code(f"dit_fx after {rewrite.__name__}", gm))
     return gm
 

@@ -14,6 +14,7 @@ from typing import Dict
 
 import torch.fx as fx
 
+from ..capture import recompile_shallow
 from ..config import DBCacheConfig
 from ..patterns import Plan
 from ..patterns.streams import signature
@@ -73,7 +74,7 @@ def _guard_blocks(body: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> No
         guarded.meta = dict(call.meta)
         graph.erase_node(call)
     graph.lint()
-    body.recompile()
+    recompile_shallow(body)  # the blocks were compiled when their parameters were bound
 
 
 __all__ = ["insert_dbprune_guards"]

@@ -19,6 +19,7 @@ import re
 import torch.fx as fx
 from torch.fx.passes.split_module import split_module
 
+from ..capture import recompile_shallow
 from ..patterns.regions import block_candidates
 from .split_partitions import _rename_submodule, _split_options
 
@@ -49,7 +50,7 @@ def split_block_regions(partition: fx.GraphModule) -> fx.GraphModule:
         _order_outputs(split, call)
     split.meta.update(partition.meta)
     split.graph.lint()
-    split.recompile()
+    recompile_shallow(split)  # split_module compiled the regions; _order_outputs recompiles those it edits
     return split
 
 

@@ -15,6 +15,7 @@ from typing import List
 import torch.fx as fx
 from torch.fx.passes.split_module import split_module
 
+from ..capture import recompile_shallow
 from ..config import DBCacheConfig
 from ..patterns import Plan
 
@@ -44,7 +45,7 @@ def split_partitions(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> f
     _name_partition_outputs(split)
     split.meta.update(gm.meta)
     split.meta["dit_fx_glue_values"] = routed
-    split.recompile()
+    recompile_shallow(split)  # split_module compiled the partitions
     return split
 
 
