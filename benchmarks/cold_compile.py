@@ -38,7 +38,7 @@ from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E40
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--system", choices=["dit_fx", "dit_fx_ops_eager", "regional", "whole"], required=True)
+    ap.add_argument("--system", choices=["dit_fx", "regional", "whole"], required=True)
     ap.add_argument("--cuda-graphs", action="store_true")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--out")
@@ -48,7 +48,7 @@ def main():
     model = build_model(FLUX_DEV_CONFIG, dev, torch.bfloat16, seed=0)
     inputs = make_inputs(a.size, FLUX_DEV_CONFIG, 512, dev, torch.bfloat16, seed=0)
     backend_s = []
-    if a.system.startswith("dit_fx"):
+    if a.system == "dit_fx":
         original = dit_fx.backend.Session.__call__
 
         def timed(self, *args, **kw):
@@ -70,7 +70,6 @@ def main():
         dit_fx.backend.Session.__call__ = timed
         cfg = dit_fx.DBCacheConfig(fn_blocks=8, bn_blocks=0, residual_diff_threshold=0.08)
         dit_fx.optimize(model, cfg, compile=True, cuda_graphs=a.cuda_graphs)
-        _OPTIMIZED[model].session.lowerer.compile_other_ops = a.system == "dit_fx"
         fn = model
     elif a.system == "regional":
         for blk in list(model.transformer_blocks) + list(model.single_transformer_blocks):
@@ -86,7 +85,7 @@ def main():
     first = time.perf_counter() - t
     result = dict(system=a.system, cuda_graphs=a.cuda_graphs, size=a.size, first_call_s=round(first, 2),
                   gpu=torch.cuda.get_device_name(), torch=torch.__version__)
-    if a.system.startswith("dit_fx"):
+    if a.system == "dit_fx":
         compiler = _OPTIMIZED[model].session.lowerer.compiler
         result.update(backend_s=backend_s, inductor_compiles=compiler.compiles, inductor_compile_s=compiler.compile_seconds)
     result["dynamo_compile_times"] = torch._dynamo.utils.compile_times(repr="str")

@@ -25,7 +25,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import dit_fx  # noqa: E402
-from dit_fx.api import _OPTIMIZED  # noqa: E402
 from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E402
 
 
@@ -83,7 +82,6 @@ def main():
     ap.add_argument("--fn", type=int, default=1)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--variants", nargs="+", default=["ops compiled"], choices=["ops compiled", "ops eager"])
     a = ap.parse_args()
     dev, dtype = torch.device("cuda"), torch.bfloat16
     model = build_model(FLUX_DEV_CONFIG, dev, dtype, seed=0)
@@ -103,31 +101,24 @@ def main():
     torch._dynamo.reset()
 
     mask = [1] + [0] * (a.steps - 1)
-    for variant in a.variants:
-        cfg = dit_fx.DBCacheConfig(fn_blocks=a.fn, bn_blocks=0, max_warmup_steps=0, steps_computation_mask=mask,
-                                   steps_computation_policy="static", enable_separate_cfg=False)
-        dit_fx.optimize(model, cfg, compile=True, cuda_graphs=True)
-        _OPTIMIZED[model].session.lowerer.compile_other_ops = variant == "ops compiled"
-        results[variant] = measure(f"dit_fx compiled + CUDA graphs, static mask, {variant}", model, latents, fixed,
-                                   timesteps, 1, lines, reset=lambda: dit_fx.reset(model))
-        s = dit_fx.summary(model)
-        lines.append(f"cached steps {s.cached_steps}")
-        dit_fx.disable(model)
-        torch._dynamo.reset()
+    cfg = dit_fx.DBCacheConfig(fn_blocks=a.fn, bn_blocks=0, max_warmup_steps=0, steps_computation_mask=mask,
+                               steps_computation_policy="static", enable_separate_cfg=False)
+    dit_fx.optimize(model, cfg, compile=True, cuda_graphs=True)
+    r = measure("dit_fx compiled + CUDA graphs, static mask", model, latents, fixed, timesteps, 1, lines,
+                reset=lambda: dit_fx.reset(model))
+    lines.append(f"cached steps {dit_fx.summary(model).cached_steps}")
+    dit_fx.disable(model)
 
     ideal = results["ideal"]
-    for key in a.variants:
-        r = results[key]
-        lines.append(f"\n-- kernels of dit_fx ({key}) minus ideal, us per call (count per call)")
-        names = set(r["by_name"]) | set(ideal["by_name"])
-        diffs = []
-        for n in names:
-            d = (r["by_name"][n] / r["calls"]) - (ideal["by_name"][n] / ideal["calls"])
-            c = (r["count"][n] / r["calls"]) - (ideal["count"][n] / ideal["calls"])
-            if abs(d) > 2 or abs(c) > 0.5:
-                diffs.append((d, c, n))
-        for d, c, n in sorted(diffs, key=lambda t: -abs(t[0]))[:30]:
-            lines.append(f"{d:+9.1f} us {c:+6.1f}  {n}")
+    lines.append("\n-- kernels of dit_fx minus ideal, us per call (count per call)")
+    diffs = []
+    for n in set(r["by_name"]) | set(ideal["by_name"]):
+        d = (r["by_name"][n] / r["calls"]) - (ideal["by_name"][n] / ideal["calls"])
+        c = (r["count"][n] / r["calls"]) - (ideal["count"][n] / ideal["calls"])
+        if abs(d) > 2 or abs(c) > 0.5:
+            diffs.append((d, c, n))
+    for d, c, n in sorted(diffs, key=lambda t: -abs(t[0]))[:30]:
+        lines.append(f"{d:+9.1f} us {c:+6.1f}  {n}")
     text = "\n".join(lines)
     print(text)
     if a.out:

@@ -18,7 +18,7 @@ import copy
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.fx as fx
@@ -43,7 +43,7 @@ class RegionCompiler:
 
     artifacts: Dict[Any, Callable] = field(default_factory=dict)
     compiles: int = 0
-    compile_seconds: list = field(default_factory=list)  # wall time of each Inductor compile
+    compile_seconds: List[float] = field(default_factory=list)  # wall time of each Inductor compile
     sources: Dict[Any, fx.GraphModule] = field(default_factory=dict)  # key -> graph it was compiled from
 
     def artifact(self, structure: str, gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
@@ -153,10 +153,6 @@ class Lowering:
 
     mode: str = "eager"
     cuda_graphs: bool = False
-    # Inductor mode: False leaves the ops outside blocks (embeddings, output layers) eager, as
-    # regional compilation does; fewer compiles, more launches unless CUDA graphs replay them.
-    compile_other_ops: bool = True
-    _eager_nodes: frozenset = field(default=frozenset(), repr=False)
     compiler: RegionCompiler = field(default_factory=RegionCompiler)
     graphs: GraphPool = field(default_factory=GraphPool)
 
@@ -174,41 +170,38 @@ class Lowering:
         """Lower every leaf partition of ``glue``. Regions made only of ``eager_nodes`` (ops a plan
         deferred from the head into the body: they run on computed steps only, where they are a
         sliver of the step) stay eager instead of costing a compile of their own."""
-        self._eager_nodes = eager_nodes
-        self._lower_children(glue, "")
+        self._lower_children(glue, "", eager_nodes)
         if self.cuda_graphs:
             copy_outputs_out_of_graphs(glue)
         return glue
 
-    def _lower_children(self, glue: fx.GraphModule, prefix: str) -> None:
+    def _lower_children(self, glue: fx.GraphModule, prefix: str, eager_nodes: frozenset) -> None:
         for name, sub in list(glue.named_children()):
             if is_glue(sub):
-                self._lower_children(sub, f"{prefix}{name}.")  # a block list's own context, DBPrune's body
+                self._lower_children(sub, f"{prefix}{name}.", eager_nodes)  # a block list's own context, DBPrune's body
             elif isinstance(sub, fx.GraphModule):
-                setattr(glue, name, self._lower_leaf(sub, f"{prefix}{name}"))
+                setattr(glue, name, self._lower_leaf(sub, f"{prefix}{name}", eager_nodes))
 
-    def _lower_leaf(self, partition: fx.GraphModule, name: str) -> torch.nn.Module:
+    def _lower_leaf(self, partition: fx.GraphModule, name: str, eager_nodes: frozenset) -> torch.nn.Module:
         leaf: torch.nn.Module = partition
         if self.mode == "inductor":
             split = split_block_regions(partition)
             if split is partition:
-                if self.compile_other_ops:
-                    leaf = CompiledRegion(partition, self.compiler)
+                leaf = CompiledRegion(partition, self.compiler)
             else:
                 for region_name, region in list(split.named_children()):
-                    if not isinstance(region, fx.GraphModule) or self._stays_eager(region_name, region):
-                        continue
-                    setattr(split, region_name, CompiledRegion(region, self.compiler))
+                    if isinstance(region, fx.GraphModule) and not _only(region, eager_nodes):
+                        setattr(split, region_name, CompiledRegion(region, self.compiler))
                 leaf = split
         if self.cuda_graphs:
             leaf = GraphedPartition(leaf, name, self.graphs)
         return leaf
 
-    def _stays_eager(self, region_name: str, region: fx.GraphModule) -> bool:
-        if region_name.startswith("ops_"):
-            return not self.compile_other_ops
-        ops = [n.name for n in region.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
-        return bool(ops) and all(n in self._eager_nodes for n in ops)
+
+def _only(region: fx.GraphModule, names: frozenset) -> bool:
+    """Whether every op of ``region`` is among ``names``."""
+    ops = [n.name for n in region.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
+    return bool(ops) and all(n in names for n in ops)
 
 
 def structure_key(gm: fx.GraphModule) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import operator
-
 import json
+import operator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -309,16 +308,13 @@ def _defer_middle_only(candidates: Sequence[fx.Node], assign: Dict[str, str], ke
     """Move head ops among ``candidates`` (the last Fn block and what follows it) whose every user
     is in the body into the body, in place in ``assign``. Cached steps then skip them; computed
     steps run the same ops in the same order. Values the glue reads (``keep``) and impure ops stay."""
-    moved = []
     for node in reversed(candidates):  # users first, so chains move whole
         if assign.get(node.name) != "head" or node.name in keep or not node.users or node.is_impure():
             continue
         if all(assign.get(u.name) == "body" for u in node.users):
             assign[node.name] = "body"
-            moved.append(node.name)
     # An item of a tuple that stays in the head stays with it: partitions exchange tensors, not tuples.
     for node in candidates:
-        if node.name in moved and node.target is operator.getitem and assign.get(node.args[0].name) == "head":
+        if node.target is operator.getitem and assign.get(node.args[0].name) == "head":
             assign[node.name] = "head"
-            moved.remove(node.name)
-    return moved[::-1]
+    return [n.name for n in candidates if assign.get(n.name) == "body"]
