@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import functools
+import logging
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -12,12 +13,14 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 
+from .block_tracing import Marks, mark_blocks, unmark_blocks
 from .backend import Session, forget_session, session_of
 from .config import AnyConfig, BlockListConfigs, DBCacheConfig, coerce_config
 from .fast_path import DirectCall, OutputTemplate, call_key, make_binder, module_epoch
 from .patterns.regions import module_block_lists
 from .pipelines import hook_scheduler, is_pipeline, per_component, split_configs, transformer_components, unhook_scheduler
 
+log = logging.getLogger(__name__)
 _MISSING = object()
 _RECOMPILE_LIMIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
 
@@ -33,6 +36,7 @@ class _Optimized:
     fallback_reason: Optional[str] = None
     instance_cache_context: Any = _MISSING  # the module's own ``cache_context`` attribute before
     direct: Dict[Any, DirectCall] = field(default_factory=dict)  # call key -> direct glue call
+    block_marks: Marks = field(default_factory=list)  # blocks routed through block_tracing's regions
     epoch: int = -1
     warned_bypass: bool = False
 
@@ -80,6 +84,7 @@ def optimize(
     # take the inner slot so the hook keeps running around the optimized forward.
     slot = "_old_forward" if "_old_forward" in model.__dict__ and hasattr(model, "_hf_hook") else "forward"
     state = _Optimized(session, model.__dict__.get(slot, _MISSING), compiled, slot=slot)
+    state.block_marks = mark_blocks(model)  # Dynamo traces each block class once
     _OPTIMIZED[model] = state
     setattr(model, slot, _make_forward(weakref.ref(model), original, state))
     if callable(getattr(model, "cache_context", None)):
@@ -155,6 +160,12 @@ def _make_forward(model_ref, original: Callable, state: _Optimized) -> Callable:
             _warn_bypassed(state)  # this signature is not captured; others keep working
             return original(*args, **kwargs)
         except torch._dynamo.exc.TorchDynamoException as exc:
+            if state.block_marks:
+                # Some block cannot be traced as a region (side effects, input mutation): trace
+                # the forward flat instead, which costs only trace time.
+                log.debug("dit_fx: tracing blocks once failed, tracing flat", exc_info=True)
+                unmark_blocks(state.block_marks)
+                return forward(*args, **kwargs)
             # Capture failed: run the original. If that fails too, the input was the problem.
             out = original(*args, **kwargs)
             state.fallback_reason = f"could not capture the forward as one graph: {_first_line(exc)}"
@@ -231,6 +242,7 @@ def disable(model: torch.nn.Module) -> torch.nn.Module:
     if state is None:
         raise ValueError("model is not optimized by dit_fx.optimize")
     forget_session(state.session)
+    unmark_blocks(state.block_marks)
     for attr, before in ((state.slot, state.instance_forward), ("cache_context", state.instance_cache_context)):
         if before is not _MISSING:
             setattr(model, attr, before)

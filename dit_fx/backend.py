@@ -25,7 +25,9 @@ from .capture import (
     graph_break_reason,
     graph_input_sources,
     has_python_side_effects,
+    lazy_graph_module,
 )
+from .block_tracing import inline_subgraph_calls
 from .config import AnyConfig, BlockListConfigs, DBPruneConfig, coerce_config
 from .lowering import Lowering
 from .passes import rewrite_nested
@@ -98,8 +100,9 @@ class Session:
             write_dump(self, self.dump_dir)
         return runner
 
-    def compile(self, gm: fx.GraphModule, example_inputs: Sequence[Any]):
+    def compile(self, captured: fx.GraphModule, example_inputs: Sequence[Any]):
         reason = graph_break_reason()
+        gm = inline_subgraph_calls(captured)  # blocks traced once (block_tracing.py) -> one flat graph
         # Direct calls (see fast_path.py) need every input's source and no Python side effects.
         sources = None if has_python_side_effects() else graph_input_sources(len(example_inputs))
         static = find_static_inputs(gm, example_inputs)
@@ -114,10 +117,11 @@ class Session:
         if not plans[0].supported:
             _warn_unmodified(plans[0].reason)
             record = CompileRecord(plans, bound, None, names)
-            return record, self._unmodified(record, gm)
+            return record, self._unmodified(record, captured)
         try:
             # Rewrite a copy of the graph (parameters stay shared): a failure leaves the capture intact.
-            working = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="DBCacheGlue")
+            # An inlined graph is already a copy of its own.
+            working = gm if gm is not captured else lazy_graph_module(gm, copy.deepcopy(gm.graph), "DBCacheGlue")
             working.meta["dit_fx_static_inputs"] = static.by_placeholder
             glue = rewrite_nested(working, plans, [self.caches[p.scope].config for p in plans], self._cache_for)
             glue = self.lowerer.lower(glue, frozenset(n for p in plans for n in p.deferred_to_body))
@@ -126,11 +130,11 @@ class Session:
             failed = Plan(blocks=plans[0].blocks, block_lists=plans[0].block_lists, reason=f"rewrite failed: {exc!r}")
             _warn_unmodified(failed.reason)
             record = CompileRecord((failed,), bound, None, names)
-            return record, self._unmodified(record, gm)
+            return record, self._unmodified(record, captured)
         record = CompileRecord(plans, bound, glue, names)
         if sources is not None:
             record.activation_sources = [sources[i] for i in static.activation_indices]
-        return record, self._runner(record, gm, static)
+        return record, self._runner(record, captured, static)
 
     def _cache_for(self, plan: Plan) -> CacheContext:
         cache = self.caches[plan.scope]

@@ -15,9 +15,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.fx as fx
 
-from .patterns.regions import module_stack
+from .patterns.regions import module_stack, parse_module_path
 
 _ATTR = re.compile(r"_(parameters|buffers)_(\w+?)_?$")
+# L['self'].__dict__['_modules']['blocks']._modules['0']._parameters['weight']: a plain attribute
+# path (not a hook's tensor or anything reached through calls)
+_MODULE_ATTR_SOURCE = re.compile(r"^L\['self'\]((\.__dict__)?(\['_(modules|parameters|buffers)'\]|\._(modules|parameters|buffers))\['\w+'\])+$")
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,14 @@ def _is_static_input(node: fx.Node, example: object) -> bool:
 
 
 def _attr_name(node: fx.Node, taken: set) -> str:
-    """``transformer_blocks.0.attn.to_q.weight`` from the owner module path and Dynamo's name."""
+    """``transformer_blocks.0.attn.to_q.weight``: from Dynamo's source of the input, else from
+    the owner module path and Dynamo's name."""
     match = _ATTR.search(node.name)
     stack = module_stack(node)
-    if match and stack and stack[-1][0]:
+    source = getattr(getattr(node.meta.get("grapharg"), "source", None), "name", None)
+    if isinstance(source, str) and _MODULE_ATTR_SOURCE.match(source):
+        name = ".".join(parse_module_path(source))
+    elif match and stack and stack[-1][0]:
         name = ".".join(stack[-1][0] + (match.group(2),))
     else:
         name = re.sub(r"\W", "_", node.name).strip("_")
@@ -91,19 +98,31 @@ def recompile_shallow(gm: fx.GraphModule) -> fx.GraphModule:
 
     ``GraphModule.recompile`` recompiles every child GraphModule too; a rewritten DiT has hundreds
     (partitions, block regions), and regenerating them after each pass took seconds of a FLUX
-    capture. Use only where the children are already up to date (each edit recompiles its own)."""
+    capture. Use only where the children are already up to date (each edit recompiles its own).
+    Generates the code now even for a lazy graph module (see ``lazy_graph_module``)."""
     gm._recompile_submodules = list  # shadows the method for this one call: returns []
     try:
-        gm.recompile()
+        fx.GraphModule.recompile(gm)
     finally:
         del gm._recompile_submodules
     return gm
 
 
+def lazy_graph_module(root: torch.nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:
+    """A GraphModule whose Python code is generated on first use, not at construction: the whole
+    captured DiT is copied twice per capture (analysis copy, working copy) and generating code
+    for a FLUX-sized graph costs about half a second each time, for code nobody runs."""
+    try:
+        from torch.fx._lazy_graph_module import _LazyGraphModule
+    except ImportError:  # pragma: no cover - older torch
+        return fx.GraphModule(root, graph, class_name=class_name)
+    return _LazyGraphModule(root, graph, class_name=class_name)
+
+
 def bound_copy(gm: fx.GraphModule, static: StaticInputs) -> fx.GraphModule:
     """A copy of the captured graph with parameters bound, for analysis and dumps: never called,
     so its code is not regenerated (``print_readable`` reads the graph)."""
-    copy_gm = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="CapturedTransformer")
+    copy_gm = lazy_graph_module(gm, copy.deepcopy(gm.graph), "CapturedTransformer")
     return bind_placeholders(copy_gm, static.by_placeholder, recompile=False)
 
 

@@ -1,0 +1,201 @@
+"""Trace each transformer-block class once, then inline the copies back into one flat graph.
+
+Dynamo's trace of a whole DiT forward is most of a cold compile (FLUX.1: 57 blocks, about 8 s of
+symbolic execution). ``optimize`` routes each block's forward through one
+``torch.compiler.nested_compile_region`` per block class, so Dynamo traces the first block of a
+class and reuses that subgraph for its siblings (``invoke_subgraph`` calls that take each block's
+weights as operands). The backend then inlines every call (``inline_subgraph_calls``): the graph
+the planner sees is the one a flat trace gives, with each op's ``nn_module_stack`` pointing at
+its own block.
+
+Outputs are copied inside the region while tracing (``region_output``), because
+``invoke_subgraph`` refuses outputs that alias each other or an input (FLUX's single blocks
+return two views of one tensor); the inliner removes exactly those copies, so the rewritten graph
+holds none. Outside a
+trace the wrapper just calls the block's forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import re
+import weakref
+from typing import Any, Callable, Dict, List, Tuple
+
+import torch
+import torch.fx as fx
+from torch.utils import _pytree as pytree
+
+from .capture import lazy_graph_module
+from .patterns.regions import module_block_lists
+
+_INVOKE = getattr(getattr(torch.ops, "higher_order", None), "invoke_subgraph", None)
+_RUNNERS: "weakref.WeakKeyDictionary[type, Callable]" = weakref.WeakKeyDictionary()
+_FORWARD_ARG = re.compile(r"\.forward\.args\[0\]")  # how Dynamo names a block passed to its region
+
+
+@torch.library.custom_op("dit_fx::region_output", mutates_args=())
+def region_output(x: torch.Tensor) -> torch.Tensor:
+    """A copy of a block's output while tracing, so no region output aliases another; an op of
+    its own, so the inliner finds exactly these copies (Dynamo may inline a region itself)."""
+    return x.clone()
+
+
+@region_output.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+_REGION_OUTPUT = torch.ops.dit_fx.region_output.default
+
+
+def _clone_outputs(out: Any) -> Any:
+    return pytree.tree_map_only(torch.Tensor, region_output, out)
+
+
+def _runner(cls: type) -> Callable:
+    """One marked function per block class (Dynamo reuses a region per marked function)."""
+    run = _RUNNERS.get(cls)
+    if run is None:
+        forward = cls.forward
+
+        @torch.compiler.nested_compile_region
+        def run(block, *args, **kwargs):
+            out = forward(block, *args, **kwargs)
+            return _clone_outputs(out) if torch.compiler.is_compiling() else out
+
+        _RUNNERS[cls] = run
+    return run
+
+
+Marks = List[Tuple[torch.nn.Module, Any]]
+
+
+def mark_blocks(model: torch.nn.Module) -> Marks:
+    """Route the forward of every block of ``model``'s block lists through its class's region.
+
+    Blocks whose ``forward`` is already replaced on the instance (accelerate or diffusers hooks)
+    are left alone. Returns what ``unmark_blocks`` needs to restore them exactly."""
+    if _INVOKE is None or not hasattr(torch.compiler, "nested_compile_region"):
+        return []
+    marks: Marks = []
+    for name in module_block_lists(model):
+        for block in model.get_submodule(name):
+            if "forward" in block.__dict__ or hasattr(block, "_hf_hook"):
+                continue
+            block.forward = functools.partial(_runner(type(block)), block)
+            marks.append((block, block.forward))
+    return marks
+
+
+def unmark_blocks(marks: Marks) -> None:
+    for block, routed in marks:
+        if block.__dict__.get("forward") is routed:  # not replaced since by someone else
+            del block.forward
+    marks.clear()
+
+
+def inline_subgraph_calls(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm`` with every ``invoke_subgraph`` call replaced by the ops of its subgraph
+    (``gm`` itself when it has none). Raises ``ValueError`` for a call it cannot map back."""
+    if not any(n.target is _INVOKE or n.target is _REGION_OUTPUT for n in gm.graph.nodes):
+        return gm
+    graph = fx.Graph()
+    env: Dict[fx.Node, Any] = {}
+    inlined: List[fx.Node] = []
+    for node in gm.graph.nodes:
+        if node.target is _INVOKE:
+            env[node] = _inline_call(graph, gm, node, env, inlined)
+        elif node.op == "call_function" and node.target is operator.getitem and node.args[0].target is _INVOKE:
+            env[node] = env[node.args[0]][node.args[1]]
+        elif node.op == "get_attr" and isinstance(getattr(gm, node.target, None), fx.GraphModule):
+            continue  # a subgraph, used only by the calls inlined here
+        elif node.target is _REGION_OUTPUT:
+            env[node] = env[node.args[0]]  # a region Dynamo inlined itself
+            inlined.append(env[node])
+        else:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+            stack = node.meta.get("nn_module_stack")
+            if stack:  # a block's lifted weights, or a region Dynamo inlined itself
+                env[node].meta["nn_module_stack"] = _normalized(stack)
+                if any(_FORWARD_ARG.search(path) for path, _ in stack.values()):
+                    inlined.append(env[node])
+    _drop_unread(graph, inlined)
+    graph.lint()
+    flat = lazy_graph_module(gm, graph, type(gm).__name__)
+    for name, child in list(flat.named_children()):
+        if isinstance(child, fx.GraphModule):
+            delattr(flat, name)
+    return flat
+
+
+def _inline_call(graph: fx.Graph, gm: fx.GraphModule, call: fx.Node, env: Dict[fx.Node, Any], inlined: List[fx.Node]) -> Tuple[Any, ...]:
+    sub = getattr(gm, call.args[0].target)
+    operands = [fx.node.map_arg(a, lambda n: env[n]) for a in call.args[2:]]
+    site = _normalized(call.meta.get("nn_module_stack") or {})
+    if not site:
+        raise ValueError(f"{call.name}: no module stack at the call site")
+    site_path = list(site.values())[-1][0]
+    inner_env: Dict[fx.Node, Any] = {}
+    placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(operands):
+        raise ValueError(f"{call.name}: {len(operands)} operands for {len(placeholders)} subgraph inputs")
+    inner_env.update(zip(placeholders, operands))
+    block_path = None
+    outputs: Tuple[Any, ...] = ()
+    for node in sub.graph.nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            outputs = tuple(fx.node.map_arg(node.args[0], lambda n: inner_env[n]))
+            break
+        if node.target is _REGION_OUTPUT:
+            inner_env[node] = inner_env[node.args[0]]
+            continue
+        new = graph.node_copy(node, lambda n: inner_env[n])
+        stack = node.meta.get("nn_module_stack") or {}
+        if block_path is None and stack:
+            block_path = list(stack.values())[0][0]
+        new.meta = dict(node.meta)
+        new.meta["nn_module_stack"] = _moved_stack(stack, block_path, site, site_path, call.name)
+        inner_env[node] = new
+        inlined.append(new)
+    return outputs
+
+
+def _normalized(stack: Dict[str, Any]) -> Dict[str, Any]:
+    """Module paths as a flat trace names them (Dynamo reaches a block through our runner's
+    argument, ``blocks.0.forward.args[0]``, where a flat trace has ``blocks.0``)."""
+    return {key: (_FORWARD_ARG.sub("", path), cls) for key, (path, cls) in stack.items()}
+
+
+def _moved_stack(stack: Dict[str, Any], block_path: str, site: Dict[str, Any], site_path: str, tag: str) -> Dict[str, Any]:
+    """The call site's module stack followed by the region's own entries below the block, their
+    paths moved from the first traced block to the calling one."""
+    moved = dict(site)
+    for key, (path, cls) in stack.items():
+        if path == block_path:
+            continue
+        if not path.startswith(block_path):
+            raise ValueError(f"module {path} is not inside the traced block {block_path}")
+        moved[f"{key}@{tag}"] = (site_path + _FORWARD_ARG.sub("", path[len(block_path):]), cls)
+    return moved
+
+
+def _drop_unread(graph: fx.Graph, candidates: List[fx.Node]) -> None:
+    """Remove ops nothing reads any more (a region output its call site ignores: FLUX's last
+    single block's text stream), and then their inputs, as Dynamo's dead-code pass does in a flat
+    trace. Only pure ops go: in-place (``add_``) and impure ones stay."""
+    work, erased = list(candidates), set()
+    while work:
+        node = work.pop()
+        name = getattr(node.target, "__name__", str(node.target))
+        if node in erased or node.users or node.op not in ("call_function", "call_method", "call_module"):
+            continue
+        if node.is_impure() or name.endswith("_") or name in ("setitem", "delitem"):
+            continue
+        inputs = node.all_input_nodes
+        graph.erase_node(node)
+        erased.add(node)
+        work.extend(inputs)
