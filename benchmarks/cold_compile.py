@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import dit_fx  # noqa: E402
+import dit_fx.api  # noqa: E402
 import dit_fx.backend  # noqa: E402
 from dit_fx.api import _OPTIMIZED  # noqa: E402
 from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E402
@@ -39,6 +40,7 @@ from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E40
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--system", choices=["dit_fx", "regional", "whole"], required=True)
+    ap.add_argument("--flat", action="store_true", help="dit_fx: trace the forward flat (no per-class block regions)")
     ap.add_argument("--cuda-graphs", action="store_true")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--out")
@@ -47,7 +49,7 @@ def main():
     dev = torch.device("cuda")
     model = build_model(FLUX_DEV_CONFIG, dev, torch.bfloat16, seed=0)
     inputs = make_inputs(a.size, FLUX_DEV_CONFIG, 512, dev, torch.bfloat16, seed=0)
-    backend_s = []
+    backend_s, invokes = [], []
     if a.system == "dit_fx":
         original = dit_fx.backend.Session.__call__
 
@@ -68,6 +70,15 @@ def main():
                         f.write(out.getvalue())
 
         dit_fx.backend.Session.__call__ = timed
+        inline = dit_fx.backend.inline_subgraph_calls
+
+        def counting(gm):
+            invokes.append(sum(n.target is torch.ops.higher_order.invoke_subgraph for n in gm.graph.nodes))
+            return inline(gm)
+
+        dit_fx.backend.inline_subgraph_calls = counting
+        if a.flat:
+            dit_fx.api.mark_blocks = lambda model: []
         cfg = dit_fx.DBCacheConfig(fn_blocks=8, bn_blocks=0, residual_diff_threshold=0.08)
         dit_fx.optimize(model, cfg, compile=True, cuda_graphs=a.cuda_graphs)
         fn = model
@@ -83,11 +94,11 @@ def main():
         fn(**inputs)
     torch.cuda.synchronize()
     first = time.perf_counter() - t
-    result = dict(system=a.system, cuda_graphs=a.cuda_graphs, size=a.size, first_call_s=round(first, 2),
+    result = dict(system=a.system + ("_flat" if a.flat else ""), cuda_graphs=a.cuda_graphs, size=a.size, first_call_s=round(first, 2),
                   gpu=torch.cuda.get_device_name(), torch=torch.__version__)
     if a.system == "dit_fx":
         compiler = _OPTIMIZED[model].session.lowerer.compiler
-        result.update(backend_s=backend_s, inductor_compiles=compiler.compiles, inductor_compile_s=compiler.compile_seconds)
+        result.update(traced_once=not a.flat, block_regions_inlined=invokes, backend_s=backend_s, inductor_compiles=compiler.compiles, inductor_compile_s=compiler.compile_seconds)
     result["dynamo_compile_times"] = torch._dynamo.utils.compile_times(repr="str")
     print(json.dumps(result, indent=1))
     if a.out:

@@ -3,6 +3,8 @@
 #   bash benchmarks/run_compiled_suite.sh A|B|C OUT_DIR
 # A: cold compile (fresh processes) + cached-step profile + FLUX 1024 cache rows
 # B: FLUX 1024 no-cache baselines + FLUX 512 everything      C: PixArt-Sigma 512 everything
+# D: cold compile of dit_fx with blocks traced once, traced flat, and regional compile (fresh
+#    processes), a backend profile, and the GPU check of CUDA graphs with caching
 set -u
 part=$1; out=$2
 export PYTHONUNBUFFERED=1
@@ -18,4 +20,10 @@ B)
   python $b/bench_compiled.py --model flux --size 512 --variants cuda_graphs --out $out/compiled_flux_512.json ;;
 C)
   python $b/bench_compiled.py --model pixart --size 512 --out $out/compiled_pixart_512.json ;;
+D)
+  timeout 200 python $b/check_cuda_graphs.py --out $out/check_cuda_graphs.json | tail -12
+  for s in "dit_fx" "dit_fx --flat" "regional"; do
+    name=$(echo $s | tr -d ' -'); python $b/cold_compile.py --system $s --out $out/cold_$name.json | grep -E "first_call|inlined|backend_s" -A1
+  done
+  python $b/cold_compile.py --system dit_fx --profile-backend $out/backend_profile.txt | grep first_call ;;
 esac
