@@ -22,8 +22,8 @@ C)
   python $b/bench_compiled.py --model pixart --size 512 --out $out/compiled_pixart_512.json ;;
 D)
   timeout 200 python $b/check_cuda_graphs.py --out $out/check_cuda_graphs.json | tail -12
-  for s in "dit_fx" "dit_fx --flat" "regional"; do
-    name=$(echo $s | tr -d ' -'); python $b/cold_compile.py --system $s --out $out/cold_$name.json | grep -E "first_call|inlined|backend_s" -A1
-  done
+  for r in 1 2; do for s in "dit_fx" "regional"; do
+    python $b/cold_compile.py --system $s --out $out/cold_${s}_$r.json | grep -E "first_call|inlined|backend_s" -A1
+  done; done
   python $b/cold_compile.py --system dit_fx --profile-backend $out/backend_profile.txt | grep first_call ;;
 esac

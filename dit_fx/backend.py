@@ -26,6 +26,7 @@ from .capture import (
     graph_input_sources,
     has_python_side_effects,
     lazy_graph_module,
+    lazy_graph_modules,
 )
 from .block_tracing import inline_subgraph_calls
 from .config import AnyConfig, BlockListConfigs, DBPruneConfig, coerce_config
@@ -86,7 +87,8 @@ class Session:
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         try:
-            record, runner = self.compile(gm, example_inputs)
+            with lazy_graph_modules():
+                record, runner = self.compile(gm, example_inputs)
         except Exception as exc:  # a bug of ours must not break the user's model
             log.debug("dit_fx compile failed", exc_info=True)
             reason = f"dit_fx could not process the captured graph: {exc!r}"

@@ -7,6 +7,7 @@ rewritten partitions take only activations and print with readable names.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass
@@ -106,6 +107,17 @@ def recompile_shallow(gm: fx.GraphModule) -> fx.GraphModule:
     finally:
         del gm._recompile_submodules
     return gm
+
+
+def lazy_graph_modules():
+    """A context in which GraphModules (``split_module``'s partitions and regions too) generate
+    their code on first use: most block regions of a DiT share another region's compiled
+    artifact and never run their own Python code."""
+    try:
+        from torch.fx._lazy_graph_module import _use_lazy_graph_module
+    except ImportError:  # pragma: no cover - older torch
+        return contextlib.nullcontext()
+    return _use_lazy_graph_module(True)
 
 
 def lazy_graph_module(root: torch.nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:

@@ -16,6 +16,9 @@ from dit_fx.patterns.regions import module_stack
 from helpers import run_steps
 from tiny_models import make_trajectory
 
+pytestmark = pytest.mark.skipif(
+    not block_tracing.dynamo_reuses_regions(), reason="this torch's Dynamo traces every region call: blocks are traced flat"
+)
 CFG = dict(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.5, max_warmup_steps=1)
 
 
@@ -101,3 +104,10 @@ def test_disable_restores_blocks_and_leaves_hooked_ones_alone(tiny):
     dit_fx.disable(model)
     assert "forward" not in model.blocks[0].__dict__ and "forward" not in model.blocks[2].__dict__
     assert hooked.__dict__["forward"] is own_forward
+
+
+def test_no_regions_where_dynamo_would_trace_each_call(tiny, monkeypatch):
+    monkeypatch.setattr(block_tracing, "dynamo_reuses_regions", lambda: False)
+    model = tiny("wan").build()
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(**CFG))
+    assert not any("forward" in blk.__dict__ for blk in model.blocks)
