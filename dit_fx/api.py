@@ -53,7 +53,9 @@ def optimize(
 ) -> torch.nn.Module:
     """Make ``model`` (a DiT transformer) skip its middle blocks on steps where DBCache allows.
 
-    Returns the same module object with ``forward`` replaced. The forward is captured by
+    Returns the same module object with ``forward`` replaced (and, where Dynamo can reuse a traced
+    region, each block's ``forward`` routed through one region per block class so the capture
+    traces each class once; ``disable`` restores both). The forward is captured by
     TorchDynamo on the first call (and again per new input shape), rewritten into head / body /
     tail around a cache decision, and run as Python (``compile=False``) or with the partitions
     compiled by Inductor (``compile=True``: one compile per distinct block, like regional
