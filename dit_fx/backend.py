@@ -28,7 +28,7 @@ from .capture import (
     lazy_graph_module,
     lazy_graph_modules,
 )
-from .block_tracing import inline_subgraph_calls
+from .block_tracing import RegionInlineError, inline_subgraph_calls
 from .config import AnyConfig, BlockListConfigs, DBPruneConfig, coerce_config
 from .lowering import Lowering
 from .passes import rewrite_nested
@@ -89,6 +89,8 @@ class Session:
         try:
             with lazy_graph_modules():
                 record, runner = self.compile(gm, example_inputs)
+        except RegionInlineError:
+            raise  # reaches optimize's forward as a Dynamo error: it traces the blocks flat
         except Exception as exc:  # a bug of ours must not break the user's model
             log.debug("dit_fx compile failed", exc_info=True)
             reason = f"dit_fx could not process the captured graph: {exc!r}"

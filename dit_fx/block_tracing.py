@@ -15,6 +15,11 @@ Outputs are copied inside the region while tracing (``region_output``), because
 return two views of one tensor); the inliner removes exactly those copies, so the rewritten graph
 holds none. Outside a
 trace the wrapper just calls the block's forward.
+
+What differs from a flat trace: an input a block returns untouched, or never reads, may stay as
+an unused graph input (Dynamo lifts it for the region); ops inside a model's own region inside a
+block carry the block's module path only. Neither changes the plan or the outputs
+(``tests/test_block_tracing.py`` compares graphs, plans and outputs with flat traces).
 """
 
 from __future__ import annotations
@@ -23,18 +28,18 @@ import functools
 import operator
 import re
 import weakref
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
 from .capture import lazy_graph_module
-from .patterns.regions import module_block_lists
+from .patterns.regions import module_block_lists, parse_module_path
 
 _INVOKE = getattr(getattr(torch.ops, "higher_order", None), "invoke_subgraph", None)
-_RUNNERS: "weakref.WeakKeyDictionary[type, Callable]" = weakref.WeakKeyDictionary()
-_FORWARD_ARG = re.compile(r"\.forward\.args\[0\]")  # how Dynamo names a block passed to its region
+_RUNNERS: "weakref.WeakKeyDictionary[type, Tuple[Callable, Callable]]" = weakref.WeakKeyDictionary()  # class -> (forward, runner)
+_FORWARD_ARG = re.compile(re.escape(".forward.args[0]"))  # how Dynamo names a block passed to its region
 
 
 @torch.library.custom_op("dit_fx::region_output", mutates_args=())
@@ -58,16 +63,17 @@ def _clone_outputs(out: Any) -> Any:
 
 def _runner(cls: type) -> Callable:
     """One marked function per block class (Dynamo reuses a region per marked function)."""
-    run = _RUNNERS.get(cls)
+    forward = cls.forward
+    cached = _RUNNERS.get(cls)
+    run = cached[1] if cached is not None and cached[0] is forward else None  # the class's forward may be patched later
     if run is None:
-        forward = cls.forward
 
         @torch.compiler.nested_compile_region
         def run(block, *args, **kwargs):
             out = forward(block, *args, **kwargs)
             return _clone_outputs(out) if torch.compiler.is_compiling() else out
 
-        _RUNNERS[cls] = run
+        _RUNNERS[cls] = (forward, run)
     return run
 
 
@@ -111,11 +117,26 @@ def unmark_blocks(marks: Marks) -> None:
     marks.clear()
 
 
+class RegionInlineError(RuntimeError):
+    """The regions of blocks ``optimize`` routed could not be inlined: trace the forward flat."""
+
+
 def inline_subgraph_calls(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``gm`` with every ``invoke_subgraph`` call replaced by the ops of its subgraph
-    (``gm`` itself when it has none). Raises ``ValueError`` for a call it cannot map back."""
-    if not any(n.target is _INVOKE or n.target is _REGION_OUTPUT for n in gm.graph.nodes):
+    (``gm`` itself when it has none). A failure raises ``RegionInlineError`` when the graph holds
+    our regions (``optimize`` then traces flat), else the error itself."""
+    ours = any(n.target is _REGION_OUTPUT for n in gm.graph.nodes)
+    if not ours and not any(n.target is _INVOKE for n in gm.graph.nodes):
         return gm
+    try:
+        return _inlined(gm)
+    except Exception as exc:
+        if ours:
+            raise RegionInlineError(f"could not inline the block regions: {exc!r}") from exc
+        raise
+
+
+def _inlined(gm: fx.GraphModule) -> fx.GraphModule:
     graph = fx.Graph()
     env: Dict[fx.Node, Any] = {}
     inlined: List[fx.Node] = []
@@ -136,7 +157,7 @@ def inline_subgraph_calls(gm: fx.GraphModule) -> fx.GraphModule:
                 env[node].meta["nn_module_stack"] = _normalized(stack)
                 if any(_FORWARD_ARG.search(path) for path, _ in stack.values()):
                     inlined.append(env[node])
-    _drop_unread(graph, inlined)
+    _drop_unread(graph, inlined + [n for n in graph.nodes if n.target is operator.getitem])
     graph.lint()
     flat = lazy_graph_module(gm, graph, type(gm).__name__)
     for name, child in list(flat.named_children()):
@@ -148,16 +169,13 @@ def inline_subgraph_calls(gm: fx.GraphModule) -> fx.GraphModule:
 def _inline_call(graph: fx.Graph, gm: fx.GraphModule, call: fx.Node, env: Dict[fx.Node, Any], inlined: List[fx.Node]) -> Tuple[Any, ...]:
     sub = getattr(gm, call.args[0].target)
     operands = [fx.node.map_arg(a, lambda n: env[n]) for a in call.args[2:]]
-    site = _normalized(call.meta.get("nn_module_stack") or {})
-    if not site:
-        raise ValueError(f"{call.name}: no module stack at the call site")
-    site_path = list(site.values())[-1][0]
+    site = _normalized(call.meta.get("nn_module_stack") or {})  # empty for a model's own top-level region
+    block_path = _traced_block_path(sub, site)
     inner_env: Dict[fx.Node, Any] = {}
     placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(operands):
         raise ValueError(f"{call.name}: {len(operands)} operands for {len(placeholders)} subgraph inputs")
     inner_env.update(zip(placeholders, operands))
-    block_path = None
     outputs: Tuple[Any, ...] = ()
     for node in sub.graph.nodes:
         if node.op == "placeholder":
@@ -169,11 +187,8 @@ def _inline_call(graph: fx.Graph, gm: fx.GraphModule, call: fx.Node, env: Dict[f
             inner_env[node] = inner_env[node.args[0]]
             continue
         new = graph.node_copy(node, lambda n: inner_env[n])
-        stack = node.meta.get("nn_module_stack") or {}
-        if block_path is None and stack:
-            block_path = list(stack.values())[0][0]
         new.meta = dict(node.meta)
-        new.meta["nn_module_stack"] = _moved_stack(stack, block_path, site, site_path, call.name)
+        new.meta["nn_module_stack"] = _moved_stack(node.meta.get("nn_module_stack") or {}, block_path, site, call.name)
         inner_env[node] = new
         inlined.append(new)
     return outputs
@@ -185,30 +200,48 @@ def _normalized(stack: Dict[str, Any]) -> Dict[str, Any]:
     return {key: (_FORWARD_ARG.sub("", path), cls) for key, (path, cls) in stack.items()}
 
 
-def _moved_stack(stack: Dict[str, Any], block_path: str, site: Dict[str, Any], site_path: str, tag: str) -> Dict[str, Any]:
-    """The call site's module stack followed by the region's own entries below the block, their
-    paths moved from the first traced block to the calling one."""
+def _traced_block_path(sub: fx.GraphModule, site: Dict[str, Any]) -> Optional[str]:
+    """The path of the block one of our regions was traced from (its class is the calling
+    block's). None for a model's own region (no ``region_output`` copies) or no call site."""
+    if not site or not any(n.target is _REGION_OUTPUT for n in sub.graph.nodes):
+        return None
+    block_cls = list(site.values())[-1][1]
+    for node in sub.graph.nodes:
+        for path, cls in (node.meta.get("nn_module_stack") or {}).values():
+            if cls is block_cls:
+                return _FORWARD_ARG.sub("", path)
+    return None
+
+
+def _moved_stack(stack: Dict[str, Any], block_path: Optional[str], site: Dict[str, Any], tag: str) -> Dict[str, Any]:
+    """The call site's module stack followed by the region's own entries: those inside the traced
+    block moved to the calling block; the traced block and its parents dropped (the call site
+    has its own); anything else (a module passed in as an argument) kept as it is."""
+    if block_path is None:
+        # A model's own region: its paths are those of its first call, so the call site's stack
+        # is the truth; at top level (no site) the region's own is all there is.
+        return site or _normalized(stack)
+    site_path = list(site.values())[-1][0]
+    block = parse_module_path(block_path)
     moved = dict(site)
     for key, (path, cls) in stack.items():
-        if path == block_path:
-            continue
-        if not path.startswith(block_path):
-            raise ValueError(f"module {path} is not inside the traced block {block_path}")
-        moved[f"{key}@{tag}"] = (site_path + _FORWARD_ARG.sub("", path[len(block_path):]), cls)
+        path = _FORWARD_ARG.sub("", path)
+        tokens = parse_module_path(path)
+        if tokens[: len(block)] == block and len(tokens) > len(block):
+            moved[f"{key}@{tag}"] = (site_path + "".join(f".{t}" for t in tokens[len(block) :]), cls)
+        elif block[: len(tokens)] != tokens:  # not the traced block or a parent (the site has those)
+            moved[f"{key}@{tag}"] = (path, cls)
     return moved
 
 
 def _drop_unread(graph: fx.Graph, candidates: List[fx.Node]) -> None:
-    """Remove ops nothing reads any more (a region output its call site ignores: FLUX's last
-    single block's text stream), and then their inputs, as Dynamo's dead-code pass does in a flat
-    trace. Only pure ops go: in-place (``add_``) and impure ones stay."""
+    """Remove unread item accesses (``operator.getitem``: a region output its call site ignores,
+    FLUX's last single block's text stream), then the item accesses that fed only them: what
+    Dynamo's own clean-up drops from a flat trace. Nothing else goes (in-place ops, ``out=``)."""
     work, erased = list(candidates), set()
     while work:
         node = work.pop()
-        name = getattr(node.target, "__name__", str(node.target))
-        if node in erased or node.users or node.op not in ("call_function", "call_method", "call_module"):
-            continue
-        if node.is_impure() or name.endswith("_") or name in ("setitem", "delitem"):
+        if node in erased or node.users or node.op != "call_function" or node.target is not operator.getitem:
             continue
         inputs = node.all_input_nodes
         graph.erase_node(node)
