@@ -235,3 +235,23 @@ def test_runner_follows_a_patched_block_class(monkeypatch, tiny):
     expected = run_steps(model, make_trajectory("wan", 1))
     dit_fx.optimize(model, dit_fx.DBCacheConfig(**CFG))
     assert torch.equal(run_steps(model, make_trajectory("wan", 1))[0], expected[0])
+
+
+@needs_reuse
+def test_blocks_that_cannot_be_inlined_are_traced_flat(tiny, monkeypatch):
+    """A failure to inline our regions is not a reason to lose caching: the forward is traced flat."""
+
+    def broken(gm):
+        raise KeyError("boom")
+
+    spec = tiny("wan")
+    reference = run_steps(spec.build(), make_trajectory("wan", 4))
+    monkeypatch.setattr(block_tracing, "_inlined", broken)
+    model = spec.build()
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(**CFG))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        outs = run_steps(model, make_trajectory("wan", 4))
+    assert not any("forward" in blk.__dict__ for blk in model.blocks)
+    assert dit_fx.plan(model).supported and dit_fx.summary(model).cached_steps
+    assert torch.equal(outs[0], reference[0])
