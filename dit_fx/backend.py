@@ -26,7 +26,6 @@ from .capture import (
     graph_input_sources,
     has_python_side_effects,
     lazy_graph_module,
-    lazy_graph_modules,
 )
 from .block_tracing import RegionInlineError, inline_subgraph_calls
 from .config import AnyConfig, BlockListConfigs, DBPruneConfig, coerce_config
@@ -87,8 +86,7 @@ class Session:
 
     def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
         try:
-            with lazy_graph_modules():
-                record, runner = self.compile(gm, example_inputs)
+            record, runner = self.compile(gm, example_inputs)
         except RegionInlineError:
             raise  # reaches optimize's forward as a Dynamo error: it traces the blocks flat
         except Exception as exc:  # a bug of ours must not break the user's model
@@ -121,7 +119,7 @@ class Session:
         if not plans[0].supported:
             _warn_unmodified(plans[0].reason)
             record = CompileRecord(plans, bound, None, names)
-            return record, self._unmodified(record, captured)
+            return record, self._unmodified(record, gm)  # flat: no region copies on every refused step
         try:
             # Rewrite a copy of the graph (parameters stay shared): a failure leaves the capture intact.
             # An inlined graph is already a copy of its own.

@@ -139,25 +139,21 @@ def inline_subgraph_calls(gm: fx.GraphModule) -> fx.GraphModule:
 def _inlined(gm: fx.GraphModule) -> fx.GraphModule:
     graph = fx.Graph()
     env: Dict[fx.Node, Any] = {}
-    inlined: List[fx.Node] = []
     for node in gm.graph.nodes:
         if node.target is _INVOKE:
-            env[node] = _inline_call(graph, gm, node, env, inlined)
+            env[node] = _inline_call(graph, gm, node, env)
         elif node.op == "call_function" and node.target is operator.getitem and node.args[0].target is _INVOKE:
             env[node] = env[node.args[0]][node.args[1]]
         elif node.op == "get_attr" and isinstance(getattr(gm, node.target, None), fx.GraphModule):
             continue  # a subgraph, used only by the calls inlined here
         elif node.target is _REGION_OUTPUT:
             env[node] = env[node.args[0]]  # a region Dynamo inlined itself
-            inlined.append(env[node])
         else:
             env[node] = graph.node_copy(node, lambda n: env[n])
             stack = node.meta.get("nn_module_stack")
             if stack:  # a block's lifted weights, or a region Dynamo inlined itself
                 env[node].meta["nn_module_stack"] = _normalized(stack)
-                if any(_FORWARD_ARG.search(path) for path, _ in stack.values()):
-                    inlined.append(env[node])
-    _drop_unread(graph, inlined + [n for n in graph.nodes if n.target is operator.getitem])
+    _drop_unread(graph)
     graph.lint()
     flat = lazy_graph_module(gm, graph, type(gm).__name__)
     for name, child in list(flat.named_children()):
@@ -166,7 +162,7 @@ def _inlined(gm: fx.GraphModule) -> fx.GraphModule:
     return flat
 
 
-def _inline_call(graph: fx.Graph, gm: fx.GraphModule, call: fx.Node, env: Dict[fx.Node, Any], inlined: List[fx.Node]) -> Tuple[Any, ...]:
+def _inline_call(graph: fx.Graph, gm: fx.GraphModule, call: fx.Node, env: Dict[fx.Node, Any]) -> Tuple[Any, ...]:
     sub = getattr(gm, call.args[0].target)
     operands = [fx.node.map_arg(a, lambda n: env[n]) for a in call.args[2:]]
     site = _normalized(call.meta.get("nn_module_stack") or {})  # empty for a model's own top-level region
@@ -190,7 +186,6 @@ def _inline_call(graph: fx.Graph, gm: fx.GraphModule, call: fx.Node, env: Dict[f
         new.meta = dict(node.meta)
         new.meta["nn_module_stack"] = _moved_stack(node.meta.get("nn_module_stack") or {}, block_path, site, call.name)
         inner_env[node] = new
-        inlined.append(new)
     return outputs
 
 
@@ -234,11 +229,11 @@ def _moved_stack(stack: Dict[str, Any], block_path: Optional[str], site: Dict[st
     return moved
 
 
-def _drop_unread(graph: fx.Graph, candidates: List[fx.Node]) -> None:
+def _drop_unread(graph: fx.Graph) -> None:
     """Remove unread item accesses (``operator.getitem``: a region output its call site ignores,
     FLUX's last single block's text stream), then the item accesses that fed only them: what
     Dynamo's own clean-up drops from a flat trace. Nothing else goes (in-place ops, ``out=``)."""
-    work, erased = list(candidates), set()
+    work, erased = [n for n in graph.nodes if n.target is operator.getitem], set()
     while work:
         node = work.pop()
         if node in erased or node.users or node.op != "call_function" or node.target is not operator.getitem:

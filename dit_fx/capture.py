@@ -7,7 +7,6 @@ rewritten partitions take only activations and print with readable names.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import re
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from .patterns.regions import module_stack, parse_module_path
 _ATTR = re.compile(r"_(parameters|buffers)_(\w+?)_?$")
 # L['self'].__dict__['_modules']['blocks']._modules['0']._parameters['weight']: a plain attribute
 # path (not a hook's tensor or anything reached through calls)
-_MODULE_ATTR_SOURCE = re.compile(r"^L\['self'\]((\.__dict__)?(\['_(modules|parameters|buffers)'\]|\._(modules|parameters|buffers))\['\w+'\])+$")
+_MODULE_ATTR_SOURCE = re.compile(r"^[A-Za-z_]\w*\['\w+'\]((\.__dict__)?(\['_(modules|parameters|buffers)'\]|\._(modules|parameters|buffers))\['\w+'\])+$")
 
 
 @dataclass(frozen=True)
@@ -107,17 +106,6 @@ def recompile_shallow(gm: fx.GraphModule) -> fx.GraphModule:
     finally:
         del gm._recompile_submodules
     return gm
-
-
-def lazy_graph_modules():
-    """A context in which GraphModules (``split_module``'s partitions and regions too) generate
-    their code on first use: most block regions of a DiT share another region's compiled
-    artifact and never run their own Python code."""
-    try:
-        from torch.fx._lazy_graph_module import _use_lazy_graph_module
-    except ImportError:  # pragma: no cover - older torch
-        return contextlib.nullcontext()
-    return _use_lazy_graph_module(True)
 
 
 def lazy_graph_module(root: torch.nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:
