@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Where a compiled cached step spends its time: dit_fx compiled + CUDA graphs against the ideal
-(the model truncated to its first Fn blocks, torch.compile whole), FLUX.1-dev-sized, bf16, CUDA.
+(the model truncated to its first Fn blocks, torch.compile whole, mode="reduce-overhead"), like
+with like: ``--no-cuda-graphs`` compares both without CUDA graphs. FLUX.1-dev-sized, bf16, CUDA.
 
 Both run the benchmark's sampler loop (``latents += dt * prediction``, distinct timesteps, no sync
 inside the loop); dit_fx uses a static mask that computes step 0 and caches every later step.
@@ -73,7 +74,7 @@ def measure(name, fn, latents, fixed, timesteps, skip, lines, reset=None):
     lines.append(f"per-call median {statistics.median(per_call):.3f} ms (calls {skip}..{calls - 1}), "
                  f"kernel time {total_us / calls / 1000:.3f} ms/call over calls {skip}..{len(timesteps) - 1}, "
                  f"{len(kernels) / calls:.1f} kernels/call")
-    return dict(median=statistics.median(per_call), by_name=by_name, count=count, calls=calls)
+    return dict(median=statistics.median(per_call), by_name=by_name, count=count, calls=calls, kernel_ms=total_us / calls / 1000)
 
 
 def main():
@@ -83,6 +84,8 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--out", default=None)
     ap.add_argument("--rounds", type=int, default=1, help="alternate ideal and dit_fx this many times")
+    ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                    help="compare without CUDA graphs on either side (default: reduce-overhead ideal against dit_fx + CUDA graphs)")
     a = ap.parse_args()
     dev, dtype = torch.device("cuda"), torch.bfloat16
     model = build_model(FLUX_DEV_CONFIG, dev, dtype, seed=0)
@@ -97,16 +100,19 @@ def main():
     mask = [1] + [0] * (a.steps - 1)
     cfg = dit_fx.DBCacheConfig(fn_blocks=a.fn, bn_blocks=0, max_warmup_steps=0, steps_computation_mask=mask,
                                steps_computation_policy="static", enable_separate_cfg=False)
+    ideal_name = "ideal F{} torch.compile{}".format(a.fn, " reduce-overhead" if a.cuda_graphs else "")
+    ours_name = "dit_fx compiled{}, static mask".format(" + CUDA graphs" if a.cuda_graphs else "")
     ideals, ours = [], []
     for round_ in range(a.rounds):  # alternate, so clock drift and host noise hit both alike
         model.transformer_blocks = torch.nn.ModuleList(list(blocks)[: a.fn])
         model.single_transformer_blocks = torch.nn.ModuleList()
-        ideals.append(measure(f"[round {round_}] ideal F{a.fn}B0 torch.compile", torch.compile(model, fullgraph=True),
+        mode = "reduce-overhead" if a.cuda_graphs else None
+        ideals.append(measure(f"[round {round_}] {ideal_name}", torch.compile(model, fullgraph=True, mode=mode),
                               latents, fixed, timesteps, 1, lines))
         model.transformer_blocks, model.single_transformer_blocks = blocks, singles
         torch._dynamo.reset()
-        dit_fx.optimize(model, cfg, compile=True, cuda_graphs=True)
-        ours.append(measure(f"[round {round_}] dit_fx compiled + CUDA graphs, static mask", model, latents, fixed,
+        dit_fx.optimize(model, cfg, compile=True, cuda_graphs=a.cuda_graphs)
+        ours.append(measure(f"[round {round_}] {ours_name}", model, latents, fixed,
                             timesteps, 1, lines, reset=lambda: dit_fx.reset(model)))
         lines.append(f"cached steps {dit_fx.summary(model).cached_steps}; "
                      f"per-call ratio {ours[-1]['median'] / ideals[-1]['median']:.3f}")
@@ -114,6 +120,7 @@ def main():
         torch._dynamo.reset()
     lines.append(f"per-call medians: ideal {[round(r['median'], 3) for r in ideals]}, dit_fx {[round(r['median'], 3) for r in ours]}; "
                  f"ratio of medians {statistics.median(r['median'] for r in ours) / statistics.median(r['median'] for r in ideals):.3f}")
+    lines.append(f"kernel ms/call: ideal {[round(r['kernel_ms'], 3) for r in ideals]}, dit_fx {[round(r['kernel_ms'], 3) for r in ours]}")
     results["ideal"], r = ideals[-1], ours[-1]
 
     ideal = results["ideal"]
