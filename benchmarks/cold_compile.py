@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Cold compile time of one system, in this fresh process, with empty Inductor/Triton caches.
+"""Cold compile time of one system, in this fresh process, with empty Inductor/Triton caches
+(or, with ``--cache-dir DIR`` run twice, the warm start of a second process on the same caches).
 
 Times the first call (capture + compile + run) of a FLUX.1-dev-sized transformer (bf16, CUDA) and
 splits it: Dynamo's own phases (``torch._dynamo.utils.compile_times``), the dit_fx backend
@@ -7,6 +8,7 @@ splits it: Dynamo's own phases (``torch._dynamo.utils.compile_times``), the dit_
 
     python benchmarks/cold_compile.py --system dit_fx --out benchmarks/results/cold_dit_fx.json
     python benchmarks/cold_compile.py --system regional
+    python benchmarks/cold_compile.py --system dit_fx --cache-dir /tmp/c   # cold, then again: warm
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import sys
 import tempfile
 import time
 
-_CACHE = tempfile.mkdtemp(prefix="dit_fx_cold_")
+# The cache location must be known before torch is imported.
+_CACHE = sys.argv[sys.argv.index("--cache-dir") + 1] if "--cache-dir" in sys.argv else tempfile.mkdtemp(prefix="dit_fx_cold_")
+_WARM = os.path.isdir(os.path.join(_CACHE, "inductor"))
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_CACHE, "inductor")  # before torch is imported
 os.environ["TRITON_CACHE_DIR"] = os.path.join(_CACHE, "triton")
 
@@ -33,6 +37,7 @@ sys.path.insert(0, HERE)
 import dit_fx  # noqa: E402
 import dit_fx.api  # noqa: E402
 import dit_fx.backend  # noqa: E402
+import dit_fx.lowering  # noqa: E402
 from dit_fx.api import _OPTIMIZED  # noqa: E402
 from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E402
 
@@ -42,6 +47,10 @@ def main():
     ap.add_argument("--system", choices=["dit_fx", "regional", "whole"], required=True)
     ap.add_argument("--flat", action="store_true", help="dit_fx: trace the forward flat (no per-class block regions)")
     ap.add_argument("--cuda-graphs", action="store_true")
+    ap.add_argument("--cache-dir", help="Inductor/Triton caches here (kept): a second run is a warm start")
+    ap.add_argument("--bare-inductor-compile", action="store_true",
+                    help="dit_fx: compile regions with a bare torch._inductor.compile (before commit 'FX graph cache'), "
+                         "which bypasses Inductor's FX graph cache")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--out")
     ap.add_argument("--profile-backend", help="write a cProfile of the dit_fx backend call here")
@@ -70,6 +79,8 @@ def main():
                         f.write(out.getvalue())
 
         dit_fx.backend.Session.__call__ = timed
+        if a.bare_inductor_compile:
+            dit_fx.lowering.inductor_compile = lambda gm, args: torch._inductor.compile(gm, list(args))
         inline = dit_fx.backend.inline_subgraph_calls
 
         def counting(gm):
@@ -91,11 +102,14 @@ def main():
     torch.cuda.synchronize()
     t = time.perf_counter()
     with torch.no_grad():
-        fn(**inputs)
+        out = fn(**inputs)
     torch.cuda.synchronize()
     first = time.perf_counter() - t
+    out = out[0] if isinstance(out, (tuple, list)) else out.sample
     result = dict(system=a.system + ("_flat" if a.flat else ""), cuda_graphs=a.cuda_graphs, size=a.size, first_call_s=round(first, 2),
-                  gpu=torch.cuda.get_device_name(), torch=torch.__version__)
+                  gpu=torch.cuda.get_device_name(), torch=torch.__version__, warm_cache=_WARM,
+                  bare_inductor_compile=a.bare_inductor_compile, inductor_counters=dict(torch._dynamo.utils.counters["inductor"]),
+                  output_checksum=float(out.double().abs().sum()))  # sum |out|: same code, same weights -> nearly equal
     if a.system == "dit_fx":
         compiler = _OPTIMIZED[model].session.lowerer.compiler
         result.update(traced_once=not a.flat, block_regions_inlined=invokes, backend_s=backend_s, inductor_compiles=compiler.compiles, inductor_compile_s=compiler.compile_seconds)

@@ -54,7 +54,7 @@ class RegionCompiler:
             fn = self._from_larger_region(structure, gm, inputs)
         if fn is None:
             start = time.perf_counter()
-            fn = torch._inductor.compile(gm, list(args))
+            fn = inductor_compile(gm, args)
             self.compile_seconds.append(round(time.perf_counter() - start, 3))
             self.sources[key] = gm
             self.compiles += 1
@@ -75,6 +75,20 @@ class RegionCompiler:
                 if structure_key(_pruned(source, keep, as_tuple)) == structure:
                     return _Selected(self.artifacts[key], keep, as_tuple)
         return None
+
+
+def inductor_compile(gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
+    """``torch._inductor.compile`` as Dynamo calls it: static fake inputs under a tracing context
+    whose fake mode has a ShapeEnv. Called bare, Inductor skips its on-disk FX graph cache ("No
+    shape env"), so every process compiled every region from scratch."""
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    fake_mode = FakeTensorMode(shape_env=ShapeEnv())
+    with tracing(TracingContext(fake_mode)):
+        fake_args = [fake_mode.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a for a in args]
+        return torch._inductor.compile(gm, fake_args)
 
 
 class _Selected:

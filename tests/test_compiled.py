@@ -166,3 +166,45 @@ def test_cuda_graphs_on_cpu_warns_once_and_stays_exact(tiny):
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
     assert _session(model).lowerer.graphs.captures == 0
+
+
+WARM_START = """
+import json, sys
+sys.path.insert(0, {here!r})
+import torch
+import dit_fx
+from dit_fx.api import _OPTIMIZED
+from torch._dynamo.utils import counters
+from tiny_models import MODELS, make_trajectory
+model = MODELS["wan_deep"].build()
+dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.0), compile=True)
+with torch.no_grad():
+    out = [model(**kw) for kw in make_trajectory("wan_deep", 2)]
+out = [o[0] if isinstance(o, tuple) else o.sample for o in out]
+torch.save(out, {path!r})
+print(json.dumps(dict(compiles=_OPTIMIZED[model].session.lowerer.compiler.compiles, **counters["inductor"])))
+"""
+
+
+def test_regions_are_served_from_inductors_disk_cache_in_a_new_process(tmp_path):
+    """A second process on the same cache dir loads every region from Inductor's FX graph cache
+    (a bare ``torch._inductor.compile`` bypassed it: "No shape env") and computes the same outputs."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    runs = []
+    for i in range(2):
+        script = WARM_START.format(here=here, path=str(tmp_path / f"out{i}.pt"))
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    assert cold["compiles"] >= 3 and cold.get("fxgraph_cache_miss") == cold["compiles"]
+    assert warm.get("fxgraph_cache_hit") == warm["compiles"] == cold["compiles"]
+    assert not warm.get("fxgraph_cache_miss") and not warm.get("fxgraph_cache_bypass")
+    for a, b in zip(torch.load(tmp_path / "out0.pt"), torch.load(tmp_path / "out1.pt")):
+        assert torch.equal(a, b)
