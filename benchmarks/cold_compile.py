@@ -24,8 +24,11 @@ import tempfile
 import time
 
 # The cache location must be known before torch is imported.
-_CACHE = sys.argv[sys.argv.index("--cache-dir") + 1] if "--cache-dir" in sys.argv else tempfile.mkdtemp(prefix="dit_fx_cold_")
-_WARM = os.path.isdir(os.path.join(_CACHE, "inductor"))
+_PRE = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+_PRE.add_argument("--cache-dir")
+_CACHE = _PRE.parse_known_args()[0].cache_dir or tempfile.mkdtemp(prefix="dit_fx_cold_")
+_FXGRAPH = os.path.join(_CACHE, "inductor", "fxgraph")
+_WARM = os.path.isdir(_FXGRAPH) and bool(os.listdir(_FXGRAPH))  # a previous run left compiled graphs
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_CACHE, "inductor")  # before torch is imported
 os.environ["TRITON_CACHE_DIR"] = os.path.join(_CACHE, "triton")
 
@@ -43,7 +46,7 @@ from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E40
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(allow_abbrev=False)
     ap.add_argument("--system", choices=["dit_fx", "regional", "whole"], required=True)
     ap.add_argument("--flat", action="store_true", help="dit_fx: trace the forward flat (no per-class block regions)")
     ap.add_argument("--cuda-graphs", action="store_true")
@@ -55,6 +58,8 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--profile-backend", help="write a cProfile of the dit_fx backend call here")
     a = ap.parse_args()
+    if a.bare_inductor_compile and a.system != "dit_fx":
+        ap.error("--bare-inductor-compile applies to --system dit_fx only")
     dev = torch.device("cuda")
     model = build_model(FLUX_DEV_CONFIG, dev, torch.bfloat16, seed=0)
     inputs = make_inputs(a.size, FLUX_DEV_CONFIG, 512, dev, torch.bfloat16, seed=0)

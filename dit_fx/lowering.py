@@ -80,7 +80,10 @@ class RegionCompiler:
 def inductor_compile(gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
     """``torch._inductor.compile`` as Dynamo calls it: static fake inputs under a tracing context
     whose fake mode has a ShapeEnv. Called bare, Inductor skips its on-disk FX graph cache ("No
-    shape env"), so every process compiled every region from scratch."""
+    shape env"), so every process compiled every region from scratch. A region with int or bool
+    inputs is compiled bare: under a ShapeEnv, AOTAutograd would make those symbolic."""
+    if not all(a is None or isinstance(a, (torch.Tensor, float)) for a in args):
+        return torch._inductor.compile(gm, list(args))
     from torch._guards import TracingContext, tracing
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv

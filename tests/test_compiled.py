@@ -170,7 +170,7 @@ def test_cuda_graphs_on_cpu_warns_once_and_stays_exact(tiny):
 
 WARM_START = """
 import json, sys
-sys.path.insert(0, {here!r})
+sys.path[:0] = [{here!r}, {root!r}]
 import torch
 import dit_fx
 from dit_fx.api import _OPTIMIZED
@@ -195,11 +195,12 @@ def test_regions_are_served_from_inductors_disk_cache_in_a_new_process(tmp_path)
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    env = {k: v for k, v in os.environ.items() if "CACHE" not in k or not k.startswith(("TORCHINDUCTOR_", "TORCH_COMPILE_"))}
+    env.update(TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"), TORCHINDUCTOR_FX_GRAPH_CACHE="1")
     runs = []
     for i in range(2):
-        script = WARM_START.format(here=here, path=str(tmp_path / f"out{i}.pt"))
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900, env=env)
+        script = WARM_START.format(here=here, root=os.path.dirname(here), path=str(tmp_path / f"out{i}.pt"))
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=250, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     cold, warm = runs
@@ -208,3 +209,29 @@ def test_regions_are_served_from_inductors_disk_cache_in_a_new_process(tmp_path)
     assert not warm.get("fxgraph_cache_miss") and not warm.get("fxgraph_cache_bypass")
     for a, b in zip(torch.load(tmp_path / "out0.pt"), torch.load(tmp_path / "out1.pt")):
         assert torch.equal(a, b)
+
+
+def test_inductor_compile_uses_the_fx_graph_cache_and_keeps_int_inputs_static():
+    """Tensor-only regions go through Inductor's FX graph cache; a region with an int input is
+    compiled bare, so the int stays a constant (under a ShapeEnv it would turn symbolic)."""
+    import torch.fx as fx
+    from torch._dynamo.utils import counters
+
+    from dit_fx.lowering import inductor_compile
+
+    def tensors_only(x, w):
+        return torch.relu(x @ w) + 1
+
+    def with_int(x, n):
+        return x.sum(dim=n, keepdim=True) * 2
+
+    x, w = torch.randn(4, 6), torch.randn(6, 3)
+    counters.clear()
+    fn = inductor_compile(fx.symbolic_trace(tensors_only), (x, w))
+    assert counters["inductor"]["fxgraph_cache_miss"] + counters["inductor"]["fxgraph_cache_hit"] == 1
+    assert counters["inductor"]["fxgraph_cache_bypass"] == 0
+    out = fn(x, w)
+    assert torch.allclose(out[0] if isinstance(out, (list, tuple)) else out, tensors_only(x, w))
+    fn = inductor_compile(fx.symbolic_trace(with_int), (x, 1))
+    out = fn(x, 1)
+    assert torch.allclose(out[0] if isinstance(out, (list, tuple)) else out, with_int(x, 1))
