@@ -308,8 +308,9 @@ def _defer_middle_only(candidates: Sequence[fx.Node], assign: Dict[str, str], ke
     """Move head ops among ``candidates`` (the last Fn block and what follows it) whose every user
     is in the body into the body, in place in ``assign``. Cached steps then skip them; computed
     steps run the same ops in the same order. Values the glue reads (``keep``) and impure ops stay."""
+    candidates = [n for n in candidates if assign.get(n.name) == "head"]  # so "body" below means moved
     for node in reversed(candidates):  # users first, so chains move whole
-        if assign.get(node.name) != "head" or node.name in keep or not node.users or node.is_impure():
+        if node.name in keep or not node.users or node.is_impure():
             continue
         if all(assign.get(u.name) == "body" for u in node.users):
             assign[node.name] = "body"
