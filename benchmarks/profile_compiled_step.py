@@ -6,8 +6,8 @@ with like: ``--no-cuda-graphs`` compares both without CUDA graphs. FLUX.1-dev-si
 Both run the benchmark's sampler loop (``latents += dt * prediction``, distinct timesteps, no sync
 inside the loop); dit_fx uses a static mask that computes step 0 and caches every later step.
 Per system it reports the per-call time (CUDA events), the kernel time per call (profiler), the
-kernels per call, and the kernels that differ from the ideal's, so a gap splits into extra GPU
-work and host-side stalls.
+kernels per call, the GPU's idle time between kernels (and which kernels it waited for), and the
+kernels that differ from the ideal's, so a gap splits into extra GPU work and host-side stalls.
 
     python benchmarks/profile_compiled_step.py --size 1024 --fn 1 --out benchmarks/results/profile_compiled_F1B0.txt
 """
@@ -70,10 +70,18 @@ def measure(name, fn, latents, fixed, timesteps, skip, lines, reset=None):
     for e in kernels:
         by_name[e.name[:90]] += e.device_time
         count[e.name[:90]] += 1
+    # GPU idle time inside the profiled calls: gaps between consecutive kernels/copies, by what ran next.
+    spans = sorted((e.time_range.start, e.time_range.end, e.name[:60]) for e in kernels)
+    idle = collections.Counter()
+    for (_, end, _), (start, _, nxt) in zip(spans, spans[1:]):
+        if start > end:
+            idle[nxt] += start - end
     lines.append(f"== {name}")
     lines.append(f"per-call median {statistics.median(per_call):.3f} ms (calls {skip}..{calls - 1}), "
                  f"kernel time {total_us / calls / 1000:.3f} ms/call over calls {skip}..{len(timesteps) - 1}, "
                  f"{len(kernels) / calls:.1f} kernels/call")
+    lines.append(f"GPU idle between kernels {sum(idle.values()) / calls:.1f} us/call; largest, by the kernel after the gap: "
+                 + ", ".join(f"{n} {t / calls:.1f}" for n, t in idle.most_common(4)))
     return dict(median=statistics.median(per_call), by_name=by_name, count=count, calls=calls, kernel_ms=total_us / calls / 1000)
 
 

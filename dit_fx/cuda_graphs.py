@@ -10,7 +10,10 @@ alike; a cached step just never replays the body. Rules that keep this correct:
   reusing one pool is safe; the runtime keeps what it must across calls (residuals, reference
   residual, DBPrune's block inputs) in tensors of its own;
 - a partition's inputs are copied into static buffers before a replay, except inputs that are
-  another graph's static outputs (the head's outputs feeding the body): those are read in place;
+  another graph's static outputs (the head's outputs feeding the body): those are read in place.
+  A partition captured before such a producer had its graph (the tail, captured on a cached step
+  before the body's capture) is captured once more when the producer's static output arrives,
+  so from then on it reads that input in place too;
 - the glue copies its outputs out of graph memory (``copy_outputs_out_of_graphs``) before they
   reach the caller;
 - a partition with an input that is not a CUDA tensor, or whose capture fails, runs without a
@@ -36,7 +39,9 @@ class GraphPool:
     pool: Any = None
     static_output_ids: Set[int] = field(default_factory=set)  # the tensors are kept alive by their graphs
     captures: int = 0
+    recaptures: int = 0
     replays: int = 0
+    input_copies: int = 0  # inputs copied into a graph's static buffer before a replay
     warned: Set[str] = field(default_factory=set)
 
     def warn_once(self, reason: str) -> None:
@@ -56,14 +61,26 @@ class GraphedPartition(torch.nn.Module):
         self._warmed_up = False
         self._graph: Optional[torch.cuda.CUDAGraph] = None
         self._inputs: Tuple[torch.Tensor, ...] = ()
+        self._in_place: Tuple[bool, ...] = ()  # per input: another graph's static output, read as is
+        self._recaptured = False
         self._outputs: Any = None
         self._off: Optional[str] = None  # why this partition runs without a graph
 
     def forward(self, *args):
+        if self._graph is not None and not self._recaptured and any(
+            not kept and id(arg) in self._pool.static_output_ids for kept, arg in zip(self._in_place, args)
+        ):
+            self._recaptured = True  # once: static outputs keep their addresses from now on
+            self._pool.recaptures += 1
+            for out in self._outputs if isinstance(self._outputs, tuple) else (self._outputs,):
+                self._pool.static_output_ids.discard(id(out))  # whoever reads them in place keeps them alive
+            self._graph = None
+            return self._capture(args)
         if self._graph is not None:
             for static, arg in zip(self._inputs, args):
                 if static.data_ptr() != arg.data_ptr():
                     static.copy_(arg)
+                    self._pool.input_copies += 1
             self._graph.replay()
             self._pool.replays += 1
             return self._outputs
@@ -79,7 +96,8 @@ class GraphedPartition(torch.nn.Module):
     def _capture(self, args: Tuple[torch.Tensor, ...]):
         pool = self._pool
         # Another graph's static outputs are read in place; anything else gets a buffer of its own.
-        self._inputs = tuple(a if id(a) in pool.static_output_ids else a.clone() for a in args)
+        self._in_place = tuple(id(a) in pool.static_output_ids for a in args)
+        self._inputs = tuple(a if kept else a.clone() for a, kept in zip(args, self._in_place))
         if pool.pool is None:
             pool.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()

@@ -155,8 +155,8 @@ def test_calibrated_cached_steps_continue_the_line(calibrator, cache_type):
     for k, m in enumerate(mask):
         body.k = k
         hidden, encoder = torch.full((2, 3), 0.1 * k), torch.full((2, 4), -0.2 * k)
-        reuse = ctx.decide(torch.ones(2, 3), torch.tensor([1000.0 - k]))
-        out = ctx.run_middle(reuse, torch.ones(2, 3), body, (hidden, encoder), (hidden, encoder))
+        reuse = ctx.decide(torch.ones(2, 3), torch.zeros(2, 3), torch.tensor([1000.0 - k]))
+        out = ctx.run_middle(reuse, body, (hidden, encoder), (hidden, encoder))
         assert reuse == (m == 0)
         want = body(hidden, encoder)
         for got, expected in zip(out, want):

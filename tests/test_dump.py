@@ -31,7 +31,7 @@ def test_dump_contains_plan_and_partitions(tiny, tmp_path):
     assert [b["pattern"] for b in plan["blocks"]] == [1] * 5
     assert plan["config"]["fn_blocks"] == 1
     glue = open(os.path.join(cap, "glue.py")).read()
-    for text in ["self.head(", "fn_residual", "dbcache_decide", "dbcache_middle", "self.tail("]:
+    for text in ["self.head(", "hidden_before_blocks", "dbcache_decide", "dbcache_middle", "self.tail("]:
         assert text in glue
     body = open(os.path.join(cap, "body.py")).read()
     assert "transformer_blocks" in body and "single_transformer_blocks" in body

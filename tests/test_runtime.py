@@ -19,8 +19,8 @@ class Body:
 
 
 def step(ctx, body, fn_residual, hidden, encoder, timestep=None):
-    reuse = ctx.decide(fn_residual, timestep)
-    return ctx.run_middle(reuse, fn_residual, body, (hidden, encoder), (hidden, encoder)), reuse
+    reuse = ctx.decide(fn_residual, torch.zeros_like(fn_residual), timestep)
+    return ctx.run_middle(reuse, body, (hidden, encoder), (hidden, encoder)), reuse
 
 
 def run(cfg, residuals):
@@ -140,3 +140,78 @@ def test_reset_clears_buffers_and_stats_at_next_call():
     h, e = torch.zeros(2, 3), torch.zeros(2, 4)
     _, reuse = step(ctx, body, BASE, h, e)
     assert not reuse and ctx.stats.cached_steps == [] and ctx.stats.generation == 2
+
+
+class CountsSubs(torch.Tensor):
+    """A tensor that counts the subtractions it takes part in."""
+
+    subs = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.sub, torch.Tensor.sub, torch.Tensor.__sub__):
+            cls.subs += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("policy", ["static", "dynamic"])
+def test_fn_residual_is_formed_only_when_read(policy):
+    # Static-mask cached steps read no diff, so they must not pay for hidden_fn - hidden_in;
+    # dynamic ones form it for the diff, and every computed step forms it as the reference.
+    mask = [1, 1, 0, 0, 1, 0]
+    cfg = DBCacheConfig(fn_blocks=1, residual_diff_threshold=10.0, max_warmup_steps=0,
+                        steps_computation_mask=mask, steps_computation_policy=policy)
+    ctx, body = CacheContext(cfg), Body()
+    h, e = torch.zeros(2, 3), torch.zeros(2, 4)
+    formed = []
+    for k in range(len(mask)):
+        CountsSubs.subs = 0
+        hidden_fn = (BASE + k).as_subclass(CountsSubs)
+        reuse = ctx.decide(hidden_fn, torch.zeros(2, 3), None)
+        ctx.run_middle(reuse, body, (h, e), (h, e))
+        formed.append(CountsSubs.subs)
+    assert ctx.stats.cached_steps == [2, 3, 5]
+    # dynamic cached steps: the residual, then the diff's own reference - residual
+    assert formed == ([1, 1, 0, 0, 1, 0] if policy == "static" else [1, 1, 2, 2, 1, 2])
+    assert torch.equal(ctx.branches["cond"].reference_residual, BASE + 4)  # the last computed step's
+
+
+def test_cached_step_writes_into_the_bodys_reused_outputs():
+    # With CUDA graphs the body's outputs are its graph's static buffers: a cached step writes
+    # base + residual there, so the tail's graph reads its input in place (no copy).
+    cfg = DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.5, max_warmup_steps=1)
+    ctx = CacheContext(cfg)
+    ctx.outputs_are_reused = True
+    statics = (torch.empty(2, 3), torch.empty(2, 4))
+
+    def graphed_body(hidden, encoder):
+        statics[0].copy_(hidden + 1.0)
+        statics[1].copy_(encoder + 2.0)
+        return statics
+
+    h, e = torch.zeros(2, 3), torch.zeros(2, 4)
+    step(ctx, graphed_body, BASE, h, e)
+    h2, e2 = torch.full((2, 3), 5.0), torch.full((2, 4), -1.0)
+    (out_h, out_e), reuse = step(ctx, graphed_body, BASE, h2, e2)
+    assert reuse
+    assert out_h is statics[0] and out_e is statics[1]
+    assert torch.equal(out_h, h2 + 1.0) and torch.equal(out_e, e2 + 2.0)
+    # Without reused outputs (eager partitions) a cached step returns fresh tensors.
+    ctx = CacheContext(cfg)
+    step(ctx, graphed_body, BASE, h, e)
+    (out_h, _), reuse = step(ctx, graphed_body, BASE, h2, e2)
+    assert reuse and out_h is not statics[0] and torch.equal(out_h, h2 + 1.0)
+
+
+def test_cached_step_never_writes_into_a_body_output_that_is_a_body_input():
+    # A stream the middle passes through unchanged comes back as the head's own tensor: writing
+    # base + residual into it would change what the rest of the call reads.
+    cfg = DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.5, max_warmup_steps=1)
+    ctx = CacheContext(cfg)
+    ctx.outputs_are_reused = True
+    h, e = torch.zeros(2, 3), torch.zeros(2, 4)
+    step(ctx, lambda hidden, encoder: (hidden + 1.0, encoder), BASE, h, e)
+    h2, e2 = torch.ones(2, 3), torch.full((2, 4), 3.0)
+    (out_h, out_e), reuse = step(ctx, lambda hidden, encoder: (hidden + 1.0, encoder), BASE, h2, e2)
+    assert reuse and torch.equal(out_h, h2 + 1.0) and torch.equal(out_e, e2)
+    assert torch.equal(e, torch.zeros(2, 4)) and out_e is not e

@@ -25,8 +25,8 @@ class Loop:
 
     def call(self, t, residual=BASE):
         ts = None if t is None else torch.tensor([t, t])
-        reuse = self.ctx.decide(residual, ts)
-        self.ctx.run_middle(reuse, residual, body, (torch.zeros(2, 3),), (torch.zeros(2, 3),))
+        reuse = self.ctx.decide(residual, torch.zeros_like(residual), ts)
+        self.ctx.run_middle(reuse, body, (torch.zeros(2, 3),), (torch.zeros(2, 3),))
         self.log.append((self.ctx.generation, self.ctx.step, self.ctx.branch, reuse))
         return reuse
 

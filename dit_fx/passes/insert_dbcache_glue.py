@@ -3,9 +3,8 @@
 After this pass the parent graph reads like the algorithm::
 
     head = self.head(...)
-    fn_residual = torch.sub(hidden_fn, hidden_in)
-    reuse = dbcache_decide(self.cache, fn_residual)
-    middle = dbcache_middle(self.cache, reuse, fn_residual, self.body, (body args...), (stream bases...))
+    reuse = dbcache_decide(self.cache, hidden_after_fn, hidden_before_blocks, timestep)
+    middle = dbcache_middle(self.cache, reuse, self.body, (body args...), (stream bases...))
     tail = self.tail(middle[0], ...)
 """
 
@@ -15,7 +14,6 @@ import re
 import operator
 from typing import Dict, List, Tuple
 
-import torch
 import torch.fx as fx
 
 from ..config import DBCacheConfig
@@ -74,13 +72,12 @@ def insert_dbcache_glue(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -
         if timestep is not None:
             graph.call_function(dbcache_read_timestep, (cache, timestep))
     with graph.inserting_before(body_call):
-        fn_residual = graph.call_function(torch.sub, (values[plan.hidden_fn], values[plan.hidden_in]))
-        fn_residual.name = "fn_residual"
-        reuse = graph.call_function(dbcache_decide, (cache, fn_residual, timestep))
+        # The runtime forms the Fn residual only when it reads it (not on static-mask cached steps).
+        reuse = graph.call_function(dbcache_decide, (cache, values[plan.hidden_fn], values[plan.hidden_in], timestep))
         reuse.name = "reuse"
         body = graph.get_attr("body")
         middle = graph.call_function(
-            dbcache_middle, (cache, reuse, fn_residual, body, tuple(body_call.args), tuple(t[2] for t in outputs))
+            dbcache_middle, (cache, reuse, body, tuple(body_call.args), tuple(t[2] for t in outputs))
         )
         middle.name = "middle"
         for k, out_node, _, role in outputs:

@@ -90,18 +90,42 @@ def relative_l1(reference: torch.Tensor, current: torch.Tensor) -> float:
     return _ratio(*torch.stack([num, den]).tolist())
 
 
+def _fits(buffer: Optional[torch.Tensor], like: torch.Tensor) -> bool:
+    return buffer is not None and buffer.shape == like.shape and buffer.dtype == like.dtype and buffer.device == like.device
+
+
 def _sub_into(out: torch.Tensor, base: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
     """``out - base``, written into this branch's residual buffer when it still fits (no allocation)."""
-    if buffer.shape == out.shape and buffer.dtype == out.dtype and buffer.device == out.device:
-        return torch.sub(out, base, out=buffer)
-    return out - base
+    return torch.sub(out, base, out=buffer) if _fits(buffer, out) else out - base
+
+
+class FnResidual:
+    """The Fn residual of one call, ``hidden_fn - hidden_in``, formed on first use.
+
+    Only a diff and a computed step (which keeps it as the reference) read it, so a cached step
+    that needs no diff (a static steps mask) never pays for the subtraction.
+    """
+
+    __slots__ = ("hidden_fn", "hidden_in", "_value")
+
+    def __init__(self, hidden_fn: torch.Tensor, hidden_in: torch.Tensor):
+        self.hidden_fn, self.hidden_in, self._value = hidden_fn, hidden_in, None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.hidden_fn.shape
+
+    def value(self) -> torch.Tensor:
+        if self._value is None:
+            self._value = torch.sub(self.hidden_fn, self.hidden_in)
+        return self._value
 
 
 class CacheContext(torch.nn.Module):
     """Per-branch residual buffers, decisions and stats of one cached block stack.
 
-    ``decide`` is called once per transformer call after the first Fn blocks; ``run_middle`` then
-    runs or replaces the middle blocks. The context that ``leads`` advances the shared tracker
+    ``decide`` is called once per transformer call after the first Fn blocks, with the hidden
+    stream after and before them; ``run_middle`` then runs or replaces the middle blocks. The context that ``leads`` advances the shared tracker
     (it decides first in a call); the others (later block lists with their own contexts) read
     the placement it made. It is an ``nn.Module`` (without parameters) only so the glue graph
     can reference it with ``get_attr``.
@@ -117,6 +141,11 @@ class CacheContext(torch.nn.Module):
         # True when the partitions return buffers they overwrite on their next run (CUDA graphs):
         # then whatever is kept across calls is copied first.
         self.outputs_are_reused = False
+        self._fn: Optional[FnResidual] = None  # this call's, between decide and run_middle
+        # With reused outputs: the body's outputs (its graph's static buffers, shared by all
+        # branches). A cached step writes ``base + residual`` into them, so the tail's graph reads
+        # its input in place on cached and computed steps alike (no copy into its input buffer).
+        self._body_outputs: Tuple[torch.Tensor, ...] = ()
 
     # -- where are we (the tracker's placement) -------------------------------------------------
     @property
@@ -139,14 +168,18 @@ class CacheContext(torch.nn.Module):
         self.tracker.prefetch_timestep(timestep)
 
     # -- decision ----------------------------------------------------------------------------
-    def decide(self, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
-        """Place this call (if this context leads), then decide whether to skip the middle."""
+    def decide(self, hidden_fn: torch.Tensor, hidden_in: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
+        """Place this call (if this context leads), then decide whether to skip the middle.
+
+        ``hidden_fn`` / ``hidden_in``: the hidden stream after / before the first Fn blocks."""
         tracker = self.tracker
         if self.leads:
-            tracker.advance(tracker.read_timestep(timestep), (fn_residual.shape, fn_residual.dtype, fn_residual.device))
+            tracker.advance(tracker.read_timestep(timestep), (hidden_fn.shape, hidden_fn.dtype, hidden_fn.device))
         if tracker.generation != self._generation:
             self.branches, self._generation = {}, tracker.generation
-        return self._should_reuse(fn_residual)
+            self._body_outputs = ()
+        self._fn = FnResidual(hidden_fn, hidden_in)
+        return self._should_reuse(self._fn)
 
     def _gate(self, branch: "Branch") -> Optional[bool]:
         """The gates before the threshold test: False = compute, True = cache (a static steps
@@ -169,7 +202,7 @@ class CacheContext(torch.nn.Module):
             return False
         return None
 
-    def _should_reuse(self, fn_residual: torch.Tensor) -> bool:
+    def _should_reuse(self, fn_residual: FnResidual) -> bool:
         cfg, step = self.config, self.step
         branch = self.branches.setdefault(self.branch, Branch())
         gate = self._gate(branch)
@@ -184,7 +217,7 @@ class CacheContext(torch.nn.Module):
         if self.branch == UNCOND and not cfg.cfg_diff_compute_separate and cond and step in cond.stats.residual_diffs:
             diff = cond.stats.residual_diffs[step]  # reuse the cond call's diff of this step
         else:
-            diff = relative_l1(ref, fn_residual)  # the one host sync of a step
+            diff = relative_l1(ref, fn_residual.value())  # the one host sync of a step
         branch.stats.residual_diffs[step] = diff
         branch.accumulated_diff += diff
         return diff < cfg.residual_diff_threshold
@@ -193,7 +226,6 @@ class CacheContext(torch.nn.Module):
     def run_middle(
         self,
         reuse: bool,
-        fn_residual: torch.Tensor,
         body: Callable[..., object],
         body_args: Sequence[torch.Tensor],
         stream_bases: Sequence[torch.Tensor],
@@ -202,6 +234,9 @@ class CacheContext(torch.nn.Module):
 
         ``stream_bases[k]`` is the stream entering the middle that output ``k`` continues.
         """
+        fn_residual, self._fn = self._fn, None
+        if fn_residual is None:
+            raise RuntimeError("run_middle needs this call's decide first")
         branch = self.branches.setdefault(self.branch, Branch())
         calibrator = self.config.calibrator
         hidden_type = calibrator is not None and calibrator.cache_type == "hidden_states"
@@ -209,15 +244,24 @@ class CacheContext(torch.nn.Module):
             branch.stats.cached_steps.append(self.step)
             branch.continuous_cached += 1
             if calibrator is None:
-                return tuple(base + res for base, res in zip(stream_bases, branch.middle_residuals))
+                outs = self._body_outputs if self.outputs_are_reused else ()
+                return tuple(
+                    torch.add(base, res, out=o) if _fits(o, base) else base + res
+                    for base, res, o in zip(stream_bases, branch.middle_residuals, outs or (None,) * len(stream_bases))
+                )
             forecasts = [c.predict(self.step) for c in branch.calibrators]
             if hidden_type:
                 return tuple(forecasts)
             return tuple(base + f for base, f in zip(stream_bases, forecasts))
         branch.continuous_cached = 0
-        branch.reference_residual = fn_residual
+        branch.reference_residual = fn_residual.value()
         out = body(*body_args)
         outs = out if isinstance(out, tuple) else (out,)
+        if self.outputs_are_reused:
+            # Never an output that is (a view of) a body input: writing into it would change the
+            # head's outputs, which the rest of the call still reads.
+            inputs = {a.untyped_storage().data_ptr() for a in body_args if isinstance(a, torch.Tensor)}
+            self._body_outputs = tuple(None if o.untyped_storage().data_ptr() in inputs else o for o in outs)
         if hidden_type:  # a calibrator keeps what it is fed: never a buffer someone overwrites
             stored = tuple(o.clone() for o in outs) if self.outputs_are_reused else outs
         elif calibrator is None and branch.middle_residuals is not None:

@@ -1,5 +1,5 @@
 """The functions the glue graph calls. Free functions so the printed glue code reads plainly:
-``reuse = dbcache_decide(self.cache, fn_residual)``.
+``reuse = dbcache_decide(self.cache, hidden_after_fn, hidden_before_blocks, timestep)``.
 """
 
 from __future__ import annotations
@@ -19,22 +19,24 @@ def dbcache_read_timestep(cache: CacheContext, timestep: Optional[torch.Tensor])
 
 
 @has_side_effect  # advances the step counter: never dead-code eliminated
-def dbcache_decide(cache: CacheContext, fn_residual: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
-    """Place this call (step, CFG branch, generation) and decide whether to skip the middle blocks."""
-    return cache.decide(fn_residual, timestep)
+def dbcache_decide(
+    cache: CacheContext, hidden_fn: torch.Tensor, hidden_in: torch.Tensor, timestep: Optional[torch.Tensor] = None
+) -> bool:
+    """Place this call (step, CFG branch, generation) and decide whether to skip the middle blocks
+    from the Fn residual ``hidden_fn - hidden_in`` (formed only when read)."""
+    return cache.decide(hidden_fn, hidden_in, timestep)
 
 
 @has_side_effect
 def dbcache_middle(
     cache: CacheContext,
     reuse: bool,
-    fn_residual: torch.Tensor,
     body: Callable[..., object],
     body_args: Sequence[torch.Tensor],
     stream_bases: Sequence[torch.Tensor],
 ) -> Tuple[torch.Tensor, ...]:
     """Run the middle (storing residuals) or rebuild its outputs from the stored residuals."""
-    return cache.run_middle(reuse, fn_residual, body, body_args, stream_bases)
+    return cache.run_middle(reuse, body, body_args, stream_bases)
 
 
 @has_side_effect
