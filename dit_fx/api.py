@@ -50,6 +50,7 @@ def optimize(
     *,
     compile: bool = False,
     cuda_graphs: bool = False,
+    inductor_options: Optional[Mapping[str, Any]] = None,
 ) -> torch.nn.Module:
     """Make ``model`` (a DiT transformer) skip its middle blocks on steps where DBCache allows.
 
@@ -61,6 +62,9 @@ def optimize(
     compiled by Inductor (``compile=True``: one compile per distinct block, like regional
     compilation). ``cuda_graphs=True`` replays head, body and tail as CUDA graphs (CUDA inputs
     only): the cache decision stays between graphs, so cached and computed steps both replay.
+    ``inductor_options`` (with ``compile=True``): Inductor config values for every region compile,
+    as torch.compile's ``options`` (e.g. ``{"max_autotune": True}``: autotuned once per distinct
+    block, not once per block).
     Anything the rewrite cannot handle runs the original forward with one warning saying why.
 
     ``config``: a ``DBCacheConfig`` (or a dict of its fields) treats all block lists as one stack;
@@ -69,7 +73,7 @@ def optimize(
     statistics (lists not named then run every step).
     """
     if is_pipeline(model):
-        return _optimize_pipeline(model, config, compile, cuda_graphs)
+        return _optimize_pipeline(model, config, compile, cuda_graphs, inductor_options)
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize expects a transformer nn.Module or a diffusers pipeline, got {type(model).__name__}")
     for name, flag in (("compile", compile), ("cuda_graphs", cuda_graphs)):
@@ -77,9 +81,9 @@ def optimize(
             raise ValueError(f"optimize({name}=...) must be a bool, got {flag!r}")
     cfg = coerce_config(config)
     _check_block_counts(model, cfg)
+    session = Session(cfg, lowering="inductor" if compile else "eager", cuda_graphs=cuda_graphs, inductor_options=inductor_options)
     if model in _OPTIMIZED:
         disable(model)
-    session = Session(cfg, lowering="inductor" if compile else "eager", cuda_graphs=cuda_graphs)
     original = type(model).forward.__get__(model)
     compiled = torch.compile(original, backend=session, fullgraph=True, dynamic=False)
     # accelerate's hooks (offloading, device maps) replace ``forward`` and call ``_old_forward``:
@@ -125,11 +129,11 @@ def _naming_cache_context(original: Callable, tracker) -> Callable:
     return cache_context
 
 
-def _optimize_pipeline(pipe: Any, config: Any, compile: bool, cuda_graphs: bool) -> Any:
+def _optimize_pipeline(pipe: Any, config: Any, compile: bool, cuda_graphs: bool, inductor_options: Any) -> Any:
     """Optimize every transformer component; each ``pipe(...)`` call starts a new generation."""
     configs = split_configs(pipe, config)
     for name, module in transformer_components(pipe).items():
-        optimize(module, configs[name], compile=compile, cuda_graphs=cuda_graphs)
+        optimize(module, configs[name], compile=compile, cuda_graphs=cuda_graphs, inductor_options=inductor_options)
     pipe_ref = weakref.ref(pipe)
 
     def reset_all() -> None:

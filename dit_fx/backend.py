@@ -29,14 +29,14 @@ from .capture import (
 )
 from .block_tracing import RegionInlineError, inline_subgraph_calls
 from .config import AnyConfig, BlockListConfigs, DBPruneConfig, coerce_config
-from .lowering import Lowering
+from .lowering import Lowering, check_inductor_options, mode_options
 from .passes import rewrite_nested
 from .patterns import Plan, build_plans
 from .runtime import CacheContext, CacheStats, PruneContext, StepTracker
 
 log = logging.getLogger(__name__)
 
-BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "dump_dir")
+BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "mode", "inductor_options", "dump_dir")
 
 # Parameter -> Session, so ``dit_fx.summary(model)`` finds the state of a torch.compile'd model
 # without storing anything on the user's module.
@@ -65,12 +65,20 @@ class CompileRecord:
 class Session:
     """Config, cache state and compile records of one optimized transformer."""
 
-    def __init__(self, config: AnyConfig, lowering: str = "eager", dump_dir: Optional[str] = None, cuda_graphs: bool = False):
+    def __init__(
+        self,
+        config: AnyConfig,
+        lowering: str = "eager",
+        dump_dir: Optional[str] = None,
+        cuda_graphs: bool = False,
+        inductor_options: Optional[Mapping[str, Any]] = None,
+    ):
         self.config = config
         self.lowering = lowering
         self.cuda_graphs = cuda_graphs
         # One per session: every capture shares its compiled regions, CUDA-graph pool and counters.
-        self.lowerer = Lowering(lowering, cuda_graphs)
+        self.lowerer = Lowering(lowering, cuda_graphs, dict(inductor_options or {}))
+        self.inductor_options = self.lowerer.compiler.options
         self.dump_dir = dump_dir or os.environ.get("DIT_FX_DUMP_DIR") or None
         # Scope None: all block lists joined into one context; else one context per named list.
         scopes = config.lists if isinstance(config, BlockListConfigs) else ((None, config),)
@@ -200,16 +208,26 @@ def forget_session(session: Session) -> None:
         del _SESSIONS[key]
 
 
-def parse_backend_options(options: Optional[Mapping[str, Any]]) -> Session:
+def parse_backend_options(options: Optional[Mapping[str, Any]], mode: Optional[str] = None) -> Session:
+    """``mode``: torch.compile's own argument (torch refuses it together with ``options``, so it
+    may also come as the option ``"mode"``). It maps onto dit_fx's settings: reduce-overhead =
+    ``cuda_graphs``; max-autotune(-no-cudagraphs) = Inductor's autotuning options for every
+    region (with / without ``cuda_graphs``). Explicit ``cuda_graphs`` / ``inductor_options`` win."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(BACKEND_OPTIONS))
     if unknown:
         raise ValueError(f"unknown dit_fx backend option(s) {unknown}; known: {list(BACKEND_OPTIONS)}")
+    if mode is not None and options.get("mode", mode) != mode:
+        raise ValueError(f"dit_fx backend option 'mode' ({options['mode']!r}) contradicts torch.compile's mode={mode!r}")
+    mode_graphs, mode_inductor = mode_options(options.get("mode", mode) or "default")
     compile_flag = options.get("compile", True)
-    cuda_graphs = options.get("cuda_graphs", False)
+    cuda_graphs = options.get("cuda_graphs", mode_graphs)
     for name, flag in (("compile", compile_flag), ("cuda_graphs", cuda_graphs)):
         if not isinstance(flag, bool):
             raise ValueError(f"dit_fx backend option {name!r} must be a bool, got {flag!r}")
+    inductor_options = check_inductor_options(options.get("inductor_options"))
+    if not compile_flag and (inductor_options or mode_inductor):
+        raise ValueError("dit_fx backend options 'inductor_options' / 'mode' (max-autotune) need 'compile': True")
     dump_dir = options.get("dump_dir")
     if dump_dir is not None and not isinstance(dump_dir, (str, os.PathLike)):
         raise ValueError(f"dit_fx backend option 'dump_dir' must be a path, got {dump_dir!r}")
@@ -218,24 +236,29 @@ def parse_backend_options(options: Optional[Mapping[str, Any]]) -> Session:
         lowering="inductor" if compile_flag else "eager",
         dump_dir=os.fspath(dump_dir) if dump_dir is not None else None,
         cuda_graphs=cuda_graphs,
+        inductor_options={**mode_inductor, **inductor_options},
     )
 
 
-def dit_fx_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options: Optional[Mapping[str, Any]] = None):
+def dit_fx_backend(
+    gm: fx.GraphModule,
+    example_inputs: Sequence[Any],
+    options: Optional[Mapping[str, Any]] = None,
+    mode: Optional[str] = None,
+):
     """``torch.compile(model, backend="dit_fx", options={"config": cfg, "compile": True})``.
 
     Options: ``config`` (DBCacheConfig or dict), ``compile`` (Inductor for head/body/tail, one
     compile per distinct block, default True), ``cuda_graphs`` (replay head/body/tail as CUDA
-    graphs, default False), ``dump_dir``. Recompiles of the same model (new resolution) share one cache session.
+    graphs, default False), ``mode`` (torch.compile's modes, see ``parse_backend_options``),
+    ``inductor_options`` (Inductor config values for every region compile), ``dump_dir``.
+    ``torch.compile(model, backend="dit_fx", mode="reduce-overhead")`` works too (default config).
+    Recompiles of the same model (new resolution) share one cache session.
     """
-    fresh = parse_backend_options(options)
+    fresh = parse_backend_options(options, mode)
     params = [t for t in example_inputs if isinstance(t, torch.nn.Parameter)]
     existing = next((_SESSIONS[p] for p in params[:1] if p in _SESSIONS), None)
-    same = existing is not None and (existing.config, existing.lowering, existing.cuda_graphs, existing.dump_dir) == (
-        fresh.config,
-        fresh.lowering,
-        fresh.cuda_graphs,
-        fresh.dump_dir,
-    )
+    settings = ("config", "lowering", "cuda_graphs", "inductor_options", "dump_dir")
+    same = existing is not None and all(getattr(existing, k) == getattr(fresh, k) for k in settings)
     session = existing if same else fresh
     return session(gm, example_inputs)

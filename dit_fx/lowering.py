@@ -18,7 +18,7 @@ import copy
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 import torch.fx as fx
@@ -30,6 +30,46 @@ from .passes.split_block_regions import split_block_regions
 
 LOWERINGS = ("eager", "inductor")
 PARTITION_NAMES = ("head", "body", "tail")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_inductor_options(options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Inductor config values for every region compile (what torch.compile's ``options`` holds),
+    checked: unknown keys and values of the wrong type raise ``ValueError`` naming the key.
+    ``triton.cudagraphs`` is refused: dit_fx replays head, body and tail as CUDA graphs itself
+    (``cuda_graphs=True``), with the cache decision between them."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"inductor_options must be a dict of Inductor config values, got {type(options).__name__}")
+    known = torch._inductor.config.get_config_copy()
+    for key, value in options.items():
+        if key == "triton.cudagraphs":
+            raise ValueError("inductor_options 'triton.cudagraphs': use cuda_graphs=True (dit_fx graphs head, body and tail itself)")
+        if key not in known:
+            raise ValueError(f"inductor_options {key!r} is not an Inductor config option (torch._inductor.config)")
+        if not _same_kind(known[key], value):
+            raise ValueError(f"inductor_options {key!r} must be a {type(known[key]).__name__} like its default, got {value!r}")
+    return dict(options)
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True  # None defaults and structured values: Inductor checks them
+
+
+def mode_options(mode: str) -> Tuple[bool, Dict[str, Any]]:
+    """torch.compile's ``mode`` as dit_fx settings: (cuda_graphs, inductor_options). Inductor's
+    CUDA graphs (reduce-overhead, max-autotune) become dit_fx's own graphs of head, body and tail."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"mode must be one of {COMPILE_MODES}, got {mode!r}")
+    options = dict(torch._inductor.list_mode_options(mode))
+    return bool(options.pop("triton.cudagraphs", False)), options
 
 
 @dataclass
@@ -45,6 +85,7 @@ class RegionCompiler:
     compiles: int = 0
     compile_seconds: List[float] = field(default_factory=list)  # wall time of each Inductor compile
     sources: Dict[Any, fx.GraphModule] = field(default_factory=dict)  # key -> graph it was compiled from
+    options: Dict[str, Any] = field(default_factory=dict)  # Inductor config for every compile (checked)
 
     def artifact(self, structure: str, gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
         inputs = tuple(_input_key(a) for a in args)
@@ -54,7 +95,7 @@ class RegionCompiler:
             fn = self._from_larger_region(structure, gm, inputs)
         if fn is None:
             start = time.perf_counter()
-            fn = inductor_compile(gm, args)
+            fn = inductor_compile(gm, args, self.options)
             self.compile_seconds.append(round(time.perf_counter() - start, 3))
             self.sources[key] = gm
             self.compiles += 1
@@ -77,13 +118,15 @@ class RegionCompiler:
         return None
 
 
-def inductor_compile(gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
+def inductor_compile(gm: fx.GraphModule, args: Tuple[Any, ...], options: Optional[Dict[str, Any]] = None) -> Callable:
     """``torch._inductor.compile`` as Dynamo calls it: static fake inputs under a tracing context
     whose fake mode has a ShapeEnv. Called bare, Inductor skips its on-disk FX graph cache ("No
     shape env"), so every process compiled every region from scratch. A region with int or bool
-    inputs is compiled bare: under a ShapeEnv, AOTAutograd would make those symbolic."""
+    inputs is compiled bare: under a ShapeEnv, AOTAutograd would make those symbolic.
+    ``options``: Inductor config values patched in for this compile (part of the cache key)."""
+    options = options or None
     if not all(a is None or isinstance(a, (torch.Tensor, float)) for a in args):
-        return torch._inductor.compile(gm, list(args))
+        return torch._inductor.compile(gm, list(args), options)
     from torch._guards import TracingContext, tracing
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
@@ -91,7 +134,7 @@ def inductor_compile(gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
     fake_mode = FakeTensorMode(shape_env=ShapeEnv())
     with tracing(TracingContext(fake_mode)):
         fake_args = [fake_mode.from_tensor(a, static_shapes=True) if isinstance(a, torch.Tensor) else a for a in args]
-        return torch._inductor.compile(gm, fake_args)
+        return torch._inductor.compile(gm, fake_args, options)
 
 
 class _Selected:
@@ -166,16 +209,21 @@ def _contiguous_strides(t: torch.Tensor) -> Tuple[int, ...]:
 
 @dataclass
 class Lowering:
-    """How leaf partitions run: ``mode`` ("eager" | "inductor") and whether as CUDA graphs."""
+    """How leaf partitions run: ``mode`` ("eager" | "inductor"), whether as CUDA graphs, and the
+    Inductor config values (``inductor_options``) every region compile uses."""
 
     mode: str = "eager"
     cuda_graphs: bool = False
+    inductor_options: Dict[str, Any] = field(default_factory=dict)
     compiler: RegionCompiler = field(default_factory=RegionCompiler)
     graphs: GraphPool = field(default_factory=GraphPool)
 
     def __post_init__(self):
         if self.mode not in LOWERINGS:
             raise ValueError(f"lowering must be one of {LOWERINGS}, got {self.mode!r}")
+        self.compiler.options = check_inductor_options(self.inductor_options)
+        if self.compiler.options and self.mode != "inductor":
+            raise ValueError("inductor_options need compiled lowering (compile=True)")
         if self.mode == "inductor":
             # Start Inductor's compile workers now, so they boot while Dynamo traces the model
             # (torch.compile's own inductor backend does the same when it is first called).

@@ -101,3 +101,26 @@ def test_recompile_shallow_regenerates_only_the_parent():
     assert torch.equal(parent(torch.ones(2)), torch.full((2,), 7.0))
     parent.recompile()  # torch's own recursion is untouched afterwards
     assert regenerated == ["child"]
+
+
+def test_torch_compile_mode_reaches_the_backend():
+    """``torch.compile(model, backend="dit_fx", mode=...)``: torch hands ``mode`` to the backend
+    (and refuses it together with ``options``); reduce-overhead means dit_fx's own CUDA graphs,
+    which on CPU warn once and run without graphs."""
+    from dit_fx.backend import session_of
+    from toy_models import ToyDiT, toy_inputs
+
+    torch.manual_seed(0)
+    model = ToyDiT(num_blocks=10)  # default config: Fn=8, Bn=0
+    expected = [model(**toy_inputs(step)) for step in range(3)]
+    compiled = torch.compile(model, backend="dit_fx", mode="reduce-overhead")
+    with pytest.warns(RuntimeWarning, match="CUDA graphs"):
+        got = [compiled(**toy_inputs(step)) for step in range(3)]
+    session = session_of(model)
+    assert session.cuda_graphs and session.lowering == "inductor" and session.inductor_options == {}
+    assert dit_fx.summary(compiled).executed_steps == 3
+    for a, b in zip(got, expected):
+        assert torch.allclose(a[0], b[0], rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="mode"):  # Dynamo wraps the backend's ValueError
+        torch.compile(ToyDiT(num_blocks=10), backend="dit_fx", mode="fastest")(**toy_inputs(0))

@@ -152,6 +152,45 @@ def test_cuda_graphs_option_is_checked():
     assert parse_backend_options({"cuda_graphs": True}).cuda_graphs
 
 
+def test_inductor_options_reach_every_region_compile(tiny, monkeypatch):
+    spec = tiny("wan_deep")
+    model = spec.build()
+    steps = make_trajectory("wan_deep", 2)
+    expected = run_steps(model, steps)
+    seen = []
+    original = torch._inductor.compile
+
+    def spy(gm, args, options=None):
+        seen.append(options)
+        return original(gm, args, options)
+
+    monkeypatch.setattr(torch._inductor, "compile", spy)
+    options = {"epilogue_fusion": False, "max_fusion_size": 8}
+    cfg = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.0)
+    dit_fx.optimize(model, cfg, compile=True, inductor_options=options)
+    got = run_steps(model, steps)
+    assert _session(model).lowerer.compiler.compiles == len(seen) > 0
+    assert all(o == options for o in seen)
+    for a, b in zip(got, expected):
+        assert rel_err(a, b) < 1e-4
+    with pytest.raises(ValueError, match="compile=True"):
+        dit_fx.optimize(spec.build(), cfg, inductor_options=options)
+
+
+def test_compile_modes_map_onto_dit_fx_settings():
+    from dit_fx.backend import parse_backend_options
+
+    autotune = dict(torch._inductor.list_mode_options("max-autotune-no-cudagraphs"))
+    s = parse_backend_options({"mode": "max-autotune"})
+    assert s.cuda_graphs and s.inductor_options == autotune and "triton.cudagraphs" not in s.inductor_options
+    s = parse_backend_options(None, mode="reduce-overhead")
+    assert s.cuda_graphs and s.inductor_options == {} and s.lowering == "inductor"
+    s = parse_backend_options({"mode": "max-autotune-no-cudagraphs", "inductor_options": {"coordinate_descent_tuning": False}})
+    assert not s.cuda_graphs and s.inductor_options == {**autotune, "coordinate_descent_tuning": False}
+    assert not parse_backend_options({"mode": "reduce-overhead", "cuda_graphs": False}).cuda_graphs  # explicit wins
+    assert parse_backend_options({"mode": "default"}).inductor_options == {}
+
+
 def test_cuda_graphs_on_cpu_warns_once_and_stays_exact(tiny):
     spec = tiny("flux")
     model = spec.build()

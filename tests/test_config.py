@@ -67,6 +67,13 @@ def test_optimize_rejects_non_modules_and_bad_flags(tiny):
         ({"dump_dir": 3}, "dump_dir"),
         ({"config": {"fn_blocks": 0}}, "fn_blocks"),
         ({"config": {"bogus": 1}}, "bogus"),
+        ({"mode": "fastest"}, "mode"),
+        ({"inductor_options": {"max_autotun": True}}, "max_autotun"),
+        ({"inductor_options": {"max_autotune": "yes"}}, "max_autotune"),
+        ({"inductor_options": {"triton.cudagraphs": True}}, "cuda_graphs"),
+        ({"inductor_options": ["max_autotune"]}, "inductor_options"),
+        ({"compile": False, "inductor_options": {"max_autotune": True}}, "compile"),
+        ({"compile": False, "mode": "max-autotune"}, "compile"),
     ],
 )
 def test_backend_options_are_validated(options, field):

@@ -215,3 +215,19 @@ def test_cached_step_never_writes_into_a_body_output_that_is_a_body_input():
     (out_h, out_e), reuse = step(ctx, lambda hidden, encoder: (hidden + 1.0, encoder), BASE, h2, e2)
     assert reuse and torch.equal(out_h, h2 + 1.0) and torch.equal(out_e, e2)
     assert torch.equal(e, torch.zeros(2, 4)) and out_e is not e
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_steps_with_autograd_on_reuse_no_buffers(reused):
+    # Called without torch.no_grad (a hand-written loop): ``out=`` refuses operands that require
+    # grad, so the residual buffer and the body's outputs are not written into then.
+    cfg = DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.5, max_warmup_steps=1)
+    ctx = CacheContext(cfg)
+    ctx.outputs_are_reused = reused
+    weight = torch.ones(2, 3, requires_grad=True)
+    body = lambda hidden, encoder: (hidden * weight, encoder + 2.0)  # noqa: E731
+    h, e = torch.ones(2, 3), torch.zeros(2, 4)
+    for k in range(3):
+        (out_h, out_e), reuse = step(ctx, body, BASE * (1 + 0.5 * (k == 1)), h, e)
+        assert torch.equal(out_h, h * weight) and out_h.requires_grad
+    assert ctx.stats.cached_steps == [2]

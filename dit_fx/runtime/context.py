@@ -90,13 +90,19 @@ def relative_l1(reference: torch.Tensor, current: torch.Tensor) -> float:
     return _ratio(*torch.stack([num, den]).tolist())
 
 
-def _fits(buffer: Optional[torch.Tensor], like: torch.Tensor) -> bool:
-    return buffer is not None and buffer.shape == like.shape and buffer.dtype == like.dtype and buffer.device == like.device
+def _fits(buffer: Optional[torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a op b`` may be written into ``buffer``: same shape, dtype and device, and no
+    autograd in the way (``out=`` refuses operands that require grad)."""
+    return (
+        buffer is not None
+        and (buffer.shape, buffer.dtype, buffer.device) == (a.shape, a.dtype, a.device)
+        and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or buffer.requires_grad))
+    )
 
 
 def _sub_into(out: torch.Tensor, base: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
     """``out - base``, written into this branch's residual buffer when it still fits (no allocation)."""
-    return torch.sub(out, base, out=buffer) if _fits(buffer, out) else out - base
+    return torch.sub(out, base, out=buffer) if _fits(buffer, out, base) else out - base
 
 
 class FnResidual:
@@ -246,7 +252,7 @@ class CacheContext(torch.nn.Module):
             if calibrator is None:
                 outs = self._body_outputs if self.outputs_are_reused else ()
                 return tuple(
-                    torch.add(base, res, out=o) if _fits(o, base) else base + res
+                    torch.add(base, res, out=o) if _fits(o, base, res) else base + res
                     for base, res, o in zip(stream_bases, branch.middle_residuals, outs or (None,) * len(stream_bases))
                 )
             forecasts = [c.predict(self.step) for c in branch.calibrators]
