@@ -25,8 +25,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import dit_fx  # noqa: E402
+from dit_fx.api import _OPTIMIZED  # noqa: E402
 from dit_fx.lowering import mode_options  # noqa: E402
-from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E402
+from profile_compiled_step import loop, sampler_setup  # noqa: E402
 
 
 def main():
@@ -36,12 +37,8 @@ def main():
     ap.add_argument("--modes", nargs="+", default=["default", "max-autotune-no-cudagraphs"])
     ap.add_argument("--out")
     a = ap.parse_args()
-    dev, dtype = torch.device("cuda"), torch.bfloat16
-    model = build_model(FLUX_DEV_CONFIG, dev, dtype, seed=0)
-    fixed = make_inputs(a.size, FLUX_DEV_CONFIG, 512, dev, dtype, seed=0)
-    latents = fixed.pop("hidden_states")
-    fixed.pop("timestep")
-    fixed["return_dict"] = False
+    dev = torch.device("cuda")
+    model, latents, fixed = sampler_setup(a.size, dev)
     n = 12
     mask = [1] * 6 + [0] * 6
     timesteps = [torch.full((1,), 1.0 - i / n, device=dev) for i in range(n)]
@@ -52,38 +49,34 @@ def main():
         torch._dynamo.reset()
         _, options = mode_options(mode)
         dit_fx.optimize(model, cfg, compile=True, cuda_graphs=True, inductor_options=options)
+        times = {0: [], 1: []}  # by mask value: cached / computed
         with torch.no_grad():
             torch.cuda.synchronize()
             start = time.perf_counter()
             model(hidden_states=latents, timestep=timesteps[0], **fixed)
             torch.cuda.synchronize()
             first = time.perf_counter() - start
-            times, outs = {0: [], 1: []}, None
             for run in range(3):  # run 0 warms the graphs up (captures)
                 dit_fx.reset(model)
                 events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in timesteps]
-                x = latents.clone()
-                for i, t in enumerate(timesteps):
-                    events[i][0].record()
-                    out = model(hidden_states=x, timestep=t, **fixed)[0]
-                    x = x + 0.01 * out.to(x.dtype)
-                    events[i][1].record()
+                x = loop(model, latents, fixed, timesteps, events)
                 torch.cuda.synchronize()
                 if run:
                     for i, (s, e) in enumerate(events[1:], 1):  # step 0 starts the generation
                         times[mask[i]].append(s.elapsed_time(e))
-            outs = x.float()
+        final = x.float()
         summary = dit_fx.summary(model)
         assert summary.cached_steps == [i for i, m in enumerate(mask) if m == 0], summary.cached_steps
-        reference = outs if reference is None else reference
+        reference = final if reference is None else reference
+        compiler = _OPTIMIZED[model].session.lowerer.compiler
         results[mode] = dict(
             inductor_options=options,
             first_call_s=round(first, 2),
-            region_compiles=len(dit_fx.api._OPTIMIZED[model].session.lowerer.compiler.compile_seconds),
-            region_compile_s=dit_fx.api._OPTIMIZED[model].session.lowerer.compiler.compile_seconds,
+            region_compiles=compiler.compiles,
+            region_compile_s=compiler.compile_seconds,
             computed_step_ms=round(statistics.median(times[1]), 3),
             cached_step_ms=round(statistics.median(times[0]), 3),
-            final_latents_rel_diff_vs_first_mode=((outs - reference).abs().max() / reference.abs().max()).item(),
+            final_latents_rel_diff_vs_first_mode=((final - reference).abs().max() / reference.abs().max()).item(),
         )
         print(mode, json.dumps(results[mode]), flush=True)
         dit_fx.disable(model)

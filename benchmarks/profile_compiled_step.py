@@ -29,6 +29,16 @@ import dit_fx  # noqa: E402
 from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E402
 
 
+def sampler_setup(size: int, dev: torch.device, dtype: torch.dtype = torch.bfloat16):
+    """The FLUX.1-dev-sized model, its starting latents and the inputs fixed across steps."""
+    model = build_model(FLUX_DEV_CONFIG, dev, dtype, seed=0)
+    fixed = make_inputs(size, FLUX_DEV_CONFIG, 512, dev, dtype, seed=0)
+    latents = fixed.pop("hidden_states")
+    fixed.pop("timestep")
+    fixed["return_dict"] = False
+    return model, latents, fixed
+
+
 def loop(fn, latents, fixed, timesteps, events=None):
     x = latents.clone()
     for i, t in enumerate(timesteps):
@@ -95,12 +105,8 @@ def main():
     ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                     help="compare without CUDA graphs on either side (default: reduce-overhead ideal against dit_fx + CUDA graphs)")
     a = ap.parse_args()
-    dev, dtype = torch.device("cuda"), torch.bfloat16
-    model = build_model(FLUX_DEV_CONFIG, dev, dtype, seed=0)
-    fixed = make_inputs(a.size, FLUX_DEV_CONFIG, 512, dev, dtype, seed=0)
-    latents = fixed.pop("hidden_states")
-    fixed.pop("timestep")
-    fixed["return_dict"] = False
+    dev = torch.device("cuda")
+    model, latents, fixed = sampler_setup(a.size, dev)
     timesteps = [torch.full((1,), 1.0 - i / a.steps, device=dev) for i in range(a.steps)]
     lines, results = [], {}
 

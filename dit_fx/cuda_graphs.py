@@ -67,18 +67,11 @@ class GraphedPartition(torch.nn.Module):
         self._off: Optional[str] = None  # why this partition runs without a graph
 
     def forward(self, *args):
-        if self._graph is not None and not self._recaptured and any(
-            not kept and id(arg) in self._pool.static_output_ids for kept, arg in zip(self._in_place, args)
-        ):
-            self._recaptured = True  # once: static outputs keep their addresses from now on
-            self._pool.recaptures += 1
-            for out in self._outputs if isinstance(self._outputs, tuple) else (self._outputs,):
-                self._pool.static_output_ids.discard(id(out))  # whoever reads them in place keeps them alive
-            self._graph = None
-            return self._capture(args)
         if self._graph is not None:
-            for static, arg in zip(self._inputs, args):
+            for kept, static, arg in zip(self._in_place, self._inputs, args):
                 if static.data_ptr() != arg.data_ptr():
+                    if not kept and not self._recaptured and id(arg) in self._pool.static_output_ids:
+                        return self._recapture(args)
                     static.copy_(arg)
                     self._pool.input_copies += 1
             self._graph.replay()
@@ -91,6 +84,16 @@ class GraphedPartition(torch.nn.Module):
         if self._off is not None or not self._warmed_up:
             self._warmed_up = True
             return self.fn(*args)
+        return self._capture(args)
+
+    def _recapture(self, args: Tuple[torch.Tensor, ...]):
+        """Capture again, once, now that an input arrives as another graph's static output
+        (those keep their addresses from now on), so it is read in place."""
+        self._recaptured = True
+        self._pool.recaptures += 1
+        for out in self._outputs if isinstance(self._outputs, tuple) else (self._outputs,):
+            self._pool.static_output_ids.discard(id(out))  # whoever reads them in place keeps them alive
+        self._graph = None
         return self._capture(args)
 
     def _capture(self, args: Tuple[torch.Tensor, ...]):

@@ -122,5 +122,5 @@ def test_torch_compile_mode_reaches_the_backend():
     for a, b in zip(got, expected):
         assert torch.allclose(a[0], b[0], rtol=1e-4, atol=1e-5)
     torch._dynamo.reset()
-    with pytest.raises(Exception, match="mode"):  # Dynamo wraps the backend's ValueError
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match="ValueError: mode"):  # Dynamo wraps it
         torch.compile(ToyDiT(num_blocks=10), backend="dit_fx", mode="fastest")(**toy_inputs(0))

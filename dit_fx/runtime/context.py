@@ -250,10 +250,10 @@ class CacheContext(torch.nn.Module):
             branch.stats.cached_steps.append(self.step)
             branch.continuous_cached += 1
             if calibrator is None:
-                outs = self._body_outputs if self.outputs_are_reused else ()
+                outs = self._body_outputs or (None,) * len(stream_bases)  # set only with reused outputs
                 return tuple(
                     torch.add(base, res, out=o) if _fits(o, base, res) else base + res
-                    for base, res, o in zip(stream_bases, branch.middle_residuals, outs or (None,) * len(stream_bases))
+                    for base, res, o in zip(stream_bases, branch.middle_residuals, outs)
                 )
             forecasts = [c.predict(self.step) for c in branch.calibrators]
             if hidden_type:
