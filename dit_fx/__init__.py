@@ -2,10 +2,33 @@
 
 from .api import disable, dump, generation, optimize, plan, plot_timeline, reset, summary
 from .config import DBCacheConfig, DBPruneConfig, FoCaConfig, TaylorSeerConfig
-from .matrix import supported_models
-from .runtime import CacheStats
+from .inspection import Inspection, inspect
+from .options import CompileOptions
+from .runtime import CacheStats, PruneStats
 from .steps_mask import steps_mask
+from .tools.matrix import supported_models
 
 __version__ = "0.1.0"
 
-__all__ = ["DBCacheConfig", "DBPruneConfig", "TaylorSeerConfig", "FoCaConfig", "steps_mask", "CacheStats", "optimize", "disable", "reset", "generation", "summary", "plan", "dump", "plot_timeline", "supported_models", "__version__"]
+__all__ = [
+    "CacheStats",
+    "CompileOptions",
+    "DBCacheConfig",
+    "DBPruneConfig",
+    "FoCaConfig",
+    "Inspection",
+    "PruneStats",
+    "TaylorSeerConfig",
+    "__version__",
+    "disable",
+    "dump",
+    "generation",
+    "inspect",
+    "optimize",
+    "plan",
+    "plot_timeline",
+    "reset",
+    "steps_mask",
+    "summary",
+    "supported_models",
+]

@@ -13,11 +13,11 @@ def main(argv=None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command == "demo":
-        from .demo import main as demo_main
+        from .tools.demo import main as demo_main
 
         demo_main(rest)
     elif command == "matrix":
-        from .matrix import markdown_table
+        from .tools.matrix import markdown_table
 
         print(markdown_table())
     else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, Union
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -122,6 +122,8 @@ class DBCacheConfig:
         multi-stage pipeline whose conditioning changes at step K.
     """
 
+    algorithm: ClassVar[str] = "dbcache"  # the strategy in dit_fx.algorithms
+
     fn_blocks: int = 8
     bn_blocks: int = 0
     residual_diff_threshold: float = 0.08
@@ -230,6 +232,8 @@ class DBPruneConfig(DBCacheConfig):
         2x the base threshold).
     non_prune_block_ids: block indices (over all blocks in execution order) never pruned.
     """
+
+    algorithm: ClassVar[str] = "dbprune"
 
     enable_dynamic_prune_threshold: bool = False
     max_dynamic_prune_threshold: Optional[float] = None

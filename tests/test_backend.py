@@ -81,7 +81,7 @@ def test_recompile_shallow_regenerates_only_the_parent():
     """Passes recompile the glue after each edit; its partitions were compiled by their own edits
     and must not be regenerated again (torch's recompile recurses into every child)."""
     import torch.fx as fx
-    from dit_fx.capture import recompile_shallow
+    from dit_fx.fx_utils import recompile_shallow
 
     class Child(torch.nn.Module):
         def forward(self, x):
@@ -107,7 +107,6 @@ def test_torch_compile_mode_reaches_the_backend():
     """``torch.compile(model, backend="dit_fx", mode=...)``: torch hands ``mode`` to the backend
     (and refuses it together with ``options``); reduce-overhead means dit_fx's own CUDA graphs,
     which on CPU warn once and run without graphs."""
-    from dit_fx.backend import session_of
     from toy_models import ToyDiT, toy_inputs
 
     torch.manual_seed(0)
@@ -116,8 +115,8 @@ def test_torch_compile_mode_reaches_the_backend():
     compiled = torch.compile(model, backend="dit_fx", mode="reduce-overhead")
     with pytest.warns(RuntimeWarning, match="CUDA graphs"):
         got = [compiled(**toy_inputs(step)) for step in range(3)]
-    session = session_of(model)
-    assert session.cuda_graphs and session.lowering == "inductor" and session.inductor_options == {}
+    options = dit_fx.inspect(model).options
+    assert options.cuda_graphs and options.lowering == "inductor" and options.inductor_options == {}
     assert dit_fx.summary(compiled).executed_steps == 3
     for a, b in zip(got, expected):
         assert torch.allclose(a[0], b[0], rtol=1e-4, atol=1e-5)

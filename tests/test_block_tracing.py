@@ -1,4 +1,4 @@
-"""Blocks traced once per class (``dit_fx/block_tracing.py``): the planner must see exactly the
+"""Blocks traced once per class (``dit_fx/frontend/block_tracing.py``): the planner must see exactly the
 graph a flat trace gives, a block that cannot be a region falls back to the flat trace, and
 ``disable`` leaves the blocks as they were."""
 
@@ -11,10 +11,9 @@ import pytest
 import torch
 
 import dit_fx
-import dit_fx.api
-import dit_fx.backend
-from dit_fx import block_tracing
-from dit_fx.api import _session
+import dit_fx.integrations.diffusers
+import dit_fx.session
+from dit_fx.frontend import block_tracing
 from dit_fx.patterns.regions import module_stack
 from helpers import run_steps
 from tiny_models import make_trajectory
@@ -42,9 +41,9 @@ def _capture(spec, traced_once: bool, monkeypatch):
         return inline(gm)
 
     with monkeypatch.context() as m:
-        m.setattr(dit_fx.backend, "inline_subgraph_calls", counting)
+        m.setattr(dit_fx.session, "inline_subgraph_calls", counting)
         if not traced_once:
-            m.setattr(dit_fx.api, "mark_blocks", lambda model: [])
+            m.setattr(dit_fx.integrations.diffusers, "mark_blocks", lambda model: [])
         model = spec.build()
         dit_fx.optimize(model, dit_fx.DBCacheConfig(**CFG))
         with warnings.catch_warnings():
@@ -62,7 +61,7 @@ def test_blocks_traced_once_give_the_flat_graph(tiny, name, monkeypatch):
     num_blocks = sum(n for _, n in spec.block_lists)
     # Dynamo really traced regions: most blocks are invoke_subgraph calls before inlining.
     assert flat_invokes == [0] and invokes and invokes[0] >= num_blocks - len(spec.block_lists)
-    record, flat_record = _session(model).last_record, _session(flat_model).last_record
+    record, flat_record = dit_fx.inspect(model).captures[-1], dit_fx.inspect(flat_model).captures[-1]
     assert _graph_signature(record.captured) == _graph_signature(flat_record.captured)
     assert str(dit_fx.plan(model)) == str(dit_fx.plan(flat_model))
     for a, b in zip(outs, flat_outs):
@@ -188,7 +187,7 @@ def _run_toy(kind, traced_once, monkeypatch):
         reference = [model(*a)[0] for a in _toy_steps()]
     with monkeypatch.context() as m:
         if not traced_once:
-            m.setattr(dit_fx.api, "mark_blocks", lambda model: [])
+            m.setattr(dit_fx.integrations.diffusers, "mark_blocks", lambda model: [])
         dit_fx.optimize(model, dit_fx.DBCacheConfig(**CFG))
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)
@@ -205,7 +204,7 @@ def test_toy_blocks_traced_once_match_the_flat_trace(kind, monkeypatch):
     model, outs, reference = _run_toy(kind, True, monkeypatch)
     flat, flat_outs, _ = _run_toy(kind, False, monkeypatch)
     assert torch.equal(outs[0], reference[0])  # warmup step: every block ran
-    assert _graph_signature(_session(model).last_record.captured) == _graph_signature(_session(flat).last_record.captured)
+    assert _graph_signature(dit_fx.inspect(model).captures[-1].captured) == _graph_signature(dit_fx.inspect(flat).captures[-1].captured)
     assert [(b.list_name, b.list_index) for b in dit_fx.plan(model).blocks] == [(b.list_name, b.list_index) for b in dit_fx.plan(flat).blocks]
     for a, b in zip(outs, flat_outs):
         assert torch.equal(a, b)

@@ -10,15 +10,23 @@ import pytest
 import torch
 
 import dit_fx
-from dit_fx.api import _OPTIMIZED
-from dit_fx.lowering import CompiledRegion, _Selected, structure_key
+from dit_fx.lowering.inductor import CompiledRegion, _Selected
+from dit_fx.lowering.region_keys import structure_key
 from helpers import rel_err, run_steps
 from test_cfg_parity import cfg_calls
 from tiny_models import make_trajectory
 
 
-def _session(model):
-    return _OPTIMIZED[model].session
+def _compiles(model):
+    return dit_fx.inspect(model).regions.compiles
+
+
+def _glue(model):
+    return dit_fx.inspect(model).captures[-1].glue
+
+
+def _captures(model):
+    return dit_fx.inspect(model).captures_total
 
 
 def _regions(glue):
@@ -35,8 +43,7 @@ def test_identical_blocks_share_one_compiled_artifact(tiny):
     steps = make_trajectory("wan_deep", 2)
     dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.0), compile=True)
     run_steps(model, steps)
-    session = _session(model)
-    regions = list(_regions(session.last_record.glue))
+    regions = list(_regions(_glue(model)))
     blocks = [r for _, name, r in regions if name.startswith("blocks_")]
     assert len(blocks) == 6
     # Same op structure for every block, so at most a different input layout splits them.
@@ -46,8 +53,8 @@ def test_identical_blocks_share_one_compiled_artifact(tiny):
     body = [r for part, name, r in regions if part == "body"]
     assert len({id(b._compiled) for b in body}) == 1, "the middle blocks share one artifact"
     # Every compile is accounted for: one per distinct region, the ops around blocks included.
-    assert session.lowerer.compiler.compiles == len({id(r._compiled) for _, _, r in regions})
-    assert session.lowerer.compiler.compiles < len(regions)
+    assert _compiles(model) == len({id(r._compiled) for _, _, r in regions})
+    assert _compiles(model) < len(regions)
 
 
 def test_structure_key_tells_block_classes_apart(tiny):
@@ -56,27 +63,27 @@ def test_structure_key_tells_block_classes_apart(tiny):
     dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=0, residual_diff_threshold=0.0), compile=True)
     run_steps(model, make_trajectory("flux", 1))
     by_list = {}
-    for _, name, region in _regions(_session(model).last_record.glue):
+    for _, name, region in _regions(_glue(model)):
         by_list.setdefault(name.rsplit("_", 1)[0], set()).add(region.structure)
     double, single = by_list["transformer_blocks"], by_list["single_transformer_blocks"]
     # Two double-block structures: the middle's full block, and the head's block 0 without the
     # text-stream layers the plan deferred to the body (those run eager there: computed steps only).
-    glue = _session(model).last_record.glue
+    glue = _glue(model)
     assert len(double) == 2
     assert glue.head.transformer_blocks_0.structure != glue.body.transformer_blocks_1.structure
     assert isinstance(glue.body.transformer_blocks_0, torch.fx.GraphModule)  # the deferred fragment
     assert not double & single
     # Single blocks read slices of one concatenated stream (odd strides): inputs are made
     # canonical, so the first two share an artifact (the last one drops an unused output).
-    glue = _session(model).last_record.glue
+    glue = _glue(model)
     assert glue.body.single_transformer_blocks_0._compiled is glue.body.single_transformer_blocks_1._compiled
     # The last single block returns one output fewer: it calls its siblings' artifact and keeps
     # the output it has, instead of compiling again.
     last = glue.body.single_transformer_blocks_2
     assert isinstance(last._compiled, _Selected) and last._compiled.fn is glue.body.single_transformer_blocks_0._compiled
-    assert _session(model).lowerer.compiler.compiles == 5  # embeddings, head double, double, single, output ops
+    assert _compiles(model) == 5  # embeddings, head double, double, single, output ops
     # The key is positional: renaming nodes does not change it.
-    region = next(r for _, n, r in _regions(_session(model).last_record.glue) if n == "transformer_blocks_0")
+    region = next(r for _, n, r in _regions(_glue(model)) if n == "transformer_blocks_0")
     for node in region.gm.graph.nodes:
         if node.op == "call_function":
             node._rename(f"renamed_{node.name}")
@@ -109,10 +116,9 @@ def test_no_recompiles_across_steps_branches_and_generations(tiny):
     calls = cfg_calls(steps=8)
     cfg = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.35, max_warmup_steps=2)
     dit_fx.optimize(model, cfg, compile=True)
-    session = _session(model)
     torch._dynamo.utils.counters.clear()
     run_steps(model, calls[:2])  # first step: cond + uncond
-    compiles = session.lowerer.compiler.compiles
+    compiles = _compiles(model)
     assert compiles > 0
     run_steps(model, calls[2:])
     stats = dit_fx.summary(model)
@@ -120,8 +126,8 @@ def test_no_recompiles_across_steps_branches_and_generations(tiny):
     assert len(stats.cached_steps) < stats.executed_steps  # computed steps too
     run_steps(model, calls)  # a second generation (the timestep jumps back up)
     assert dit_fx.summary(model).generation == 2
-    assert session.lowerer.compiler.compiles == compiles
-    assert len(session.records) == 1
+    assert _compiles(model) == compiles
+    assert _captures(model) == 1
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
 
@@ -129,16 +135,15 @@ def test_new_resolution_compiles_once(tiny):
     spec = tiny("wan_deep")
     model = spec.build()
     dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.15), compile=True)
-    session = _session(model)
     small = make_trajectory("wan_deep", 3)
     run_steps(model, small)
-    first = session.lowerer.compiler.compiles
+    first = _compiles(model)
     big = [dict(s, hidden_states=torch.cat([s["hidden_states"]] * 2, dim=-1)) for s in small]
     run_steps(model, big)
-    second = session.lowerer.compiler.compiles
-    assert second > first and len(session.records) == 2
+    second = _compiles(model)
+    assert second > first and _captures(model) == 2
     run_steps(model, small + big)  # back and forth: both are known
-    assert session.lowerer.compiler.compiles == second and len(session.records) == 2
+    assert _compiles(model) == second and _captures(model) == 2
 
 
 def test_cuda_graphs_option_is_checked():
@@ -169,7 +174,7 @@ def test_inductor_options_reach_every_region_compile(tiny, monkeypatch):
     cfg = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.0)
     dit_fx.optimize(model, cfg, compile=True, inductor_options=options)
     got = run_steps(model, steps)
-    assert _session(model).lowerer.compiler.compiles == len(seen) > 0
+    assert _compiles(model) == len(seen) > 0
     assert all(o == options for o in seen)
     for a, b in zip(got, expected):
         assert rel_err(a, b) < 1e-4
@@ -204,7 +209,7 @@ def test_cuda_graphs_on_cpu_warns_once_and_stays_exact(tiny):
     assert len(messages) == 1 and "cpu" in messages[0]
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
-    assert _session(model).lowerer.graphs.captures == 0
+    assert dit_fx.inspect(model).cuda_graphs.captures == 0
 
 
 WARM_START = """
@@ -212,7 +217,6 @@ import json, sys
 sys.path[:0] = [{here!r}, {root!r}]
 import torch
 import dit_fx
-from dit_fx.api import _OPTIMIZED
 from torch._dynamo.utils import counters
 from tiny_models import MODELS, make_trajectory
 model = MODELS["wan_deep"].build()
@@ -221,7 +225,7 @@ with torch.no_grad():
     out = [model(**kw) for kw in make_trajectory("wan_deep", 2)]
 out = [o[0] if isinstance(o, tuple) else o.sample for o in out]
 torch.save(out, {path!r})
-print(json.dumps(dict(compiles=_OPTIMIZED[model].session.lowerer.compiler.compiles, **counters["inductor"])))
+print(json.dumps(dict(compiles=dit_fx.inspect(model).regions.compiles, **counters["inductor"])))
 """
 
 
@@ -256,7 +260,7 @@ def test_inductor_compile_uses_the_fx_graph_cache_and_keeps_int_inputs_static():
     import torch.fx as fx
     from torch._dynamo.utils import counters
 
-    from dit_fx.lowering import inductor_compile
+    from dit_fx.lowering.inductor import inductor_compile
 
     def tensors_only(x, w):
         return torch.relu(x @ w) + 1

@@ -1,4 +1,4 @@
-"""Model coverage: every row of ``dit_fx.matrix.MODEL_MATRIX`` checked on a tiny model of its family.
+"""Model coverage: every row of ``dit_fx.tools.matrix.MODEL_MATRIX`` checked on a tiny model of its family.
 
 Per family (one test, one model): the plan's block lists and Pattern per block match the row;
 with caching off the output is bit-identical to the unmodified model over a few decreasing
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import dit_fx
-from dit_fx.matrix import MATRIX_BY_KEY, MODEL_MATRIX, markdown_table, supported_models
+from dit_fx.tools.matrix import MATRIX_BY_KEY, MODEL_MATRIX, markdown_table, supported_models
 from dit_fx.patterns.regions import module_block_lists
 from helpers import BlockCounter
 from tiny_models import output_tensor

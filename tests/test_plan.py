@@ -91,7 +91,7 @@ def test_ops_only_the_middle_reads_are_deferred_to_the_body(tiny):
     got = run_steps(model, steps)
     plan = dit_fx.plan(model)
     assert plan.deferred_to_body and "deferred to the body" in str(plan)
-    glue = dit_fx.api._OPTIMIZED[model].session.last_record.glue
+    glue = dit_fx.inspect(model).captures[-1].glue
     head_nodes = {n.name for n in glue.head.graph.nodes}
     body_nodes = {n.name for n in glue.body.graph.nodes}
     assert set(plan.deferred_to_body) <= body_nodes and not set(plan.deferred_to_body) & head_nodes

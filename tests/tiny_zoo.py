@@ -37,7 +37,7 @@ __all__ = ["ZooSpec", "ZOO", "uncond_inputs"]
 
 @dataclasses.dataclass(frozen=True)
 class ZooSpec:
-    name: str  # key of the matching row in dit_fx.matrix.MODEL_MATRIX
+    name: str  # key of the matching row in dit_fx.tools.matrix.MODEL_MATRIX
     family: str
     class_name: str
     build: Callable[[], torch.nn.Module]

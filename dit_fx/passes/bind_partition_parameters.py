@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from ..capture import bind_placeholders
-from ..config import DBCacheConfig
-from ..patterns import Plan
+from typing import Dict, Tuple
+
+import torch
+
+from ..fx_utils import bind_placeholders
+from .manager import RewriteContext
 
 
 _STATIC_OPS = ("placeholder", "get_attr")
@@ -25,8 +28,13 @@ def _key(node: fx.Node) -> str:
     return node.target if node.op == "get_attr" else node.name
 
 
-def bind_partition_parameters(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
-    static = gm.meta["dit_fx_static_inputs"]
+def bind_partition_parameters(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModule:
+    return bind_in_partitions(gm, ctx.static_inputs)
+
+
+def bind_in_partitions(gm: fx.GraphModule, static: Dict[str, Tuple[str, torch.Tensor]]) -> fx.GraphModule:
+    """Bind the tensors of ``static`` (by placeholder name or ``get_attr`` target) inside every
+    partition ``gm`` calls, drop them from the calls and from ``gm``."""
     for call in [n for n in gm.graph.nodes if n.op == "call_module"]:
         sub = getattr(gm, call.target)
         placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]

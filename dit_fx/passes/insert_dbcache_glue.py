@@ -16,9 +16,8 @@ from typing import Dict, List, Tuple
 
 import torch.fx as fx
 
-from ..config import DBCacheConfig
-from ..patterns import Plan
-from ..runtime import CacheContext, dbcache_decide, dbcache_middle, dbcache_read_timestep
+from ..runtime import dbcache_decide, dbcache_middle, dbcache_read_timestep
+from .manager import RewriteContext
 
 
 def _timestep_input(graph: fx.Graph):
@@ -40,11 +39,11 @@ def _body_output_index(node: fx.Node, body_call: fx.Node) -> int:
     raise ValueError(f"{node.name} is not an output of the body")
 
 
-def insert_dbcache_glue(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
-    graph = gm.graph
+def insert_dbcache_glue(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModule:
+    plan, graph = ctx.plan, gm.graph
     output = next(n for n in graph.nodes if n.op == "output")
     ret, routed_nodes = output.args[0]
-    values: Dict[str, fx.Node] = dict(zip(gm.meta.pop("dit_fx_glue_values"), routed_nodes))
+    values: Dict[str, fx.Node] = dict(zip(ctx.glue_values, routed_nodes))
     output.args = (ret,)
     body_call = next(n for n in graph.nodes if n.op == "call_module" and n.target == "body")
     outputs: List[Tuple[int, fx.Node, fx.Node, str]] = []
@@ -62,8 +61,7 @@ def insert_dbcache_glue(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -
     values[plan.hidden_in]._rename("hidden_before_blocks")
     for stream in plan.middle_streams:
         values[stream.base]._rename(f"{stream.role}_after_fn")
-    if not hasattr(gm, "cache"):
-        gm.cache = CacheContext(config)  # replaced by the caller's shared context
+    gm.add_module("cache", ctx.cache)
     # Only the leading plan places the call; a nested list's glue follows it (no timestep read).
     timestep = _timestep_input(graph) if plan.leads else None
     head_call = next(n for n in graph.nodes if n.op == "call_module" and n.target == "head")

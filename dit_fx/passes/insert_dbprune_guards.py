@@ -14,30 +14,31 @@ from typing import Dict
 
 import torch.fx as fx
 
-from ..capture import recompile_shallow
 from ..config import DBCacheConfig
+from ..fx_utils import recompile_shallow
 from ..patterns import Plan
 from ..patterns.streams import signature
-from ..runtime import PruneContext, dbprune_begin, dbprune_block
+from ..runtime import dbprune_begin, dbprune_block
 from .insert_dbcache_glue import _timestep_input
+from .manager import RewriteContext
 
 
-def insert_dbprune_guards(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
-    graph = gm.graph
+def insert_dbprune_guards(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModule:
+    plan, config, graph = ctx.plan, ctx.config, gm.graph
     output = next(n for n in graph.nodes if n.op == "output")
     ret, routed_nodes = output.args[0]
-    values: Dict[str, fx.Node] = dict(zip(gm.meta.pop("dit_fx_glue_values"), routed_nodes))
+    values: Dict[str, fx.Node] = dict(zip(ctx.glue_values, routed_nodes))
     output.args = (ret,)
     body_call = next(n for n in graph.nodes if n.op == "call_module" and n.target == "body")
     hidden = values[plan.hidden_fn]
     if list(graph.nodes).index(hidden) > list(graph.nodes).index(body_call):
         body_call.prepend(hidden)
-    if not hasattr(gm, "cache"):
-        gm.cache = PruneContext(config)  # replaced by the caller's shared context
+    gm.add_module("cache", ctx.cache)
     timestep = _timestep_input(graph) if plan.leads else None
     with graph.inserting_before(body_call):
         graph.call_function(dbprune_begin, (graph.get_attr("cache"), hidden, timestep))
-    gm.body.cache = gm.cache
+    gm.body.add_module("cache", ctx.cache)  # the body's guards call the same context
+    ctx.inner_glues.append(("body.", gm.body))
     _guard_blocks(gm.body, plan, config)
     return gm
 

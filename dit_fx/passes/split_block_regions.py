@@ -1,4 +1,5 @@
-"""Split one partition (head, body or tail) into a submodule per block and per run of other ops.
+"""Lowering pass: split each leaf partition (head, body or tail) into a submodule per block and per
+run of other ops (compiled lowering only; ``compile_regions`` then compiles them).
 
 For compiled lowering: blocks of one class usually have the same op structure and differ only in
 weights, so each block region takes its parameters as inputs (``split_module`` passes the
@@ -6,7 +7,8 @@ partition's ``get_attr`` tensors in as arguments) and identical regions can shar
 artifact. Submodules are named for what they hold: ``transformer_blocks_3`` for a block,
 ``ops_0``, ``ops_1`` ... for the ops before, between and after blocks.
 
-Regions follow graph order, and each region only reads values of earlier ones, so the split is
+Which block a node belongs to comes from the Plan (``LoweringContext.block_of``), the same
+membership the planner used. Regions follow graph order, and each region only reads values of earlier ones, so the split is
 always acyclic. A block interleaved with other ops simply yields several regions (correct, just
 not shared).
 """
@@ -19,24 +21,38 @@ import re
 import torch.fx as fx
 from torch.fx.passes.split_module import split_module
 
-from ..capture import recompile_shallow
-from ..patterns.regions import block_candidates
+from typing import Dict, Optional
+
+from ..fx_utils import recompile_shallow
+from .manager import LoweringContext
 from .split_partitions import _rename_submodule, _split_options
 
 
-def region_key(node: fx.Node):
-    """``("transformer_blocks", 3)`` for a node inside a block, ``None`` for any other op."""
-    cand = block_candidates(node)
-    return None if cand is None else (cand[1].list_name, cand[1].list_index)
+def split_block_regions(glue: fx.GraphModule, ctx: LoweringContext) -> fx.GraphModule:
+    for parent, name, leaf in leaf_partitions(ctx):
+        split = split_partition(leaf, ctx.block_of)
+        if split is not leaf:
+            setattr(parent, name, split)
+            ctx.split_leaves.append(split)
+    return glue
 
 
-def split_block_regions(partition: fx.GraphModule) -> fx.GraphModule:
+def leaf_partitions(ctx: LoweringContext):
+    """``(glue, name, partition)`` for every leaf partition of the rewritten glue graphs."""
+    for glue in ctx.glues:
+        for name, child in list(glue.named_children()):
+            if name != "cache" and not ctx.is_glue(child):
+                yield glue, name, child
+
+
+def split_partition(partition: fx.GraphModule, block_of: Dict[str, str]) -> fx.GraphModule:
+    """One partition split into regions (``partition`` itself when it holds no ops)."""
     region_of, names = {}, []
-    current = object()
+    current: object = object()
     for node in partition.graph.nodes:
         if node.op in ("placeholder", "get_attr", "output"):
             continue
-        key = region_key(node)
+        key: Optional[str] = block_of.get(node.name)
         if key != current or not names:
             current = key
             names.append(f"ops_{sum(n.startswith('ops_') for n in names)}" if key is None else _block_name(key))
@@ -76,5 +92,5 @@ def _order_outputs(split: fx.GraphModule, call: fx.Node) -> None:
             raise ValueError(f"region {call.target} output used whole by {user.name}")
 
 
-def _block_name(key) -> str:
-    return re.sub(r"\W", "_", f"{key[0]}_{key[1]}")
+def _block_name(key: str) -> str:
+    return re.sub(r"\W", "_", key)

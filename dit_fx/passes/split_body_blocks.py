@@ -11,16 +11,15 @@ from __future__ import annotations
 import torch.fx as fx
 from torch.fx.passes.split_module import split_module
 
-from ..capture import tensor_attributes
-from ..config import DBCacheConfig
-from ..patterns import Plan
+from ..fx_utils import tensor_attributes
 from ..patterns.regions import block_candidates
-from .bind_partition_parameters import bind_partition_parameters
+from .bind_partition_parameters import bind_in_partitions
+from .manager import RewriteContext
 from .split_partitions import _rename_submodule, _split_options
 
 
-def split_body_blocks(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
-    body = gm.body
+def split_body_blocks(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModule:
+    plan, body = ctx.plan, gm.body
     index = {(b.list_name, b.list_index): b.index for b in plan.blocks}
     owner = {}
     current = None
@@ -40,6 +39,5 @@ def split_body_blocks(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> 
     split = split_module(body, None, lambda node: order.index(owner[node.name]), **_split_options())
     for k, block in enumerate(order):
         _rename_submodule(split, f"submod_{k}", f"block_{block}")
-    split.meta["dit_fx_static_inputs"] = tensor_attributes(body)
-    gm.body = bind_partition_parameters(split, plan, config)
+    gm.body = bind_in_partitions(split, tensor_attributes(body))
     return gm

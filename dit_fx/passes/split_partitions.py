@@ -3,7 +3,7 @@
 The values the glue needs (hidden entering block 0, the streams around the body) are routed through
 the graph output, so ``split_module`` exposes them as partition outputs. The split graph returns
 ``(original_result, routed_values)`` until ``insert_dbcache_glue`` consumes them and restores it;
-the routed names are recorded in ``gm.meta["dit_fx_glue_values"]``.
+the routed names are recorded in ``ctx.glue_values``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import List
 import torch.fx as fx
 from torch.fx.passes.split_module import split_module
 
-from ..capture import recompile_shallow
-from ..config import DBCacheConfig
+from ..fx_utils import recompile_shallow
 from ..patterns import Plan
+from .manager import RewriteContext
 
 _IDS = {"head": 0, "body": 1, "tail": 2}
 
@@ -29,7 +29,8 @@ def glue_value_names(plan: Plan) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def split_partitions(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> fx.GraphModule:
+def split_partitions(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModule:
+    plan = ctx.plan
     part = plan.partition_map()
     routed = glue_value_names(plan)
     by_name = {n.name: n for n in gm.graph.nodes}
@@ -44,7 +45,7 @@ def split_partitions(gm: fx.GraphModule, plan: Plan, config: DBCacheConfig) -> f
         _rename_submodule(split, old, new)
     _name_partition_outputs(split)
     split.meta.update(gm.meta)
-    split.meta["dit_fx_glue_values"] = routed
+    ctx.glue_values = tuple(routed)
     recompile_shallow(split)  # split_module compiled the partitions
     return split
 

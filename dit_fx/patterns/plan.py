@@ -38,6 +38,29 @@ class MiddleStream:
 
 
 @dataclass(frozen=True)
+class ScopeRequest:
+    """What the planner is asked for one cache context.
+
+    scope: the one block list to cache (None: every list joined into one stack).
+    fn_blocks / bn_blocks: blocks always computed at the front / back.
+    defer_middle_only_ops: move ops of the last Fn block that only the middle reads into the body
+        (DBCache: cached steps skip them); DBPrune passes False (its body holds whole blocks only).
+    """
+
+    scope: Optional[str]
+    fn_blocks: int
+    bn_blocks: int
+    defer_middle_only_ops: bool = True
+
+
+@dataclass(frozen=True)
+class PlannerInput:
+    """The planner's whole input besides the graph: one ``ScopeRequest`` per cache context."""
+
+    scopes: Tuple[ScopeRequest, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
     """What the rewrite will do, or ``reason`` why it will not (then the model runs unmodified)."""
 
@@ -56,6 +79,9 @@ class Plan:
     reason: Optional[str] = None
     scope: Optional[str] = None  # the one block list this plan caches; None: all lists joined
     leads: bool = True  # decides first in a call (places it); later lists follow its step and branch
+    # Every block of the graph (all lists, not only this plan's): node name -> "list.index".
+    # Lowering splits partitions into per-block regions from this, as the planner saw them.
+    block_of: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def supported(self) -> bool:
@@ -68,6 +94,9 @@ class Plan:
     def partition_map(self) -> Dict[str, str]:
         return dict(self.partition_of)
 
+    def block_map(self) -> Dict[str, str]:
+        return dict(self.block_of)
+
     def partition_blocks(self) -> Dict[str, List[str]]:
         names = [f"{b.list_name}.{b.list_index}" for b in self.blocks]
         n, fn, bn = len(names), self.fn_blocks, self.bn_blocks
@@ -76,6 +105,7 @@ class Plan:
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("partition_of")
+        data.pop("block_of")
         data["supported"] = self.supported
         data["partitions"] = self.partition_blocks() if self.blocks and self.supported else {}
         return data
@@ -143,14 +173,11 @@ def build_plan(graph: fx.Graph, fn_blocks: int, bn_blocks: int, scope: Optional[
     ``scope``: cache only the block list of that name (its blocks are the Fn/body/Bn blocks; other
     lists are ordinary ops around them). None joins every block list into one stack.
     """
-    return build_plans(graph, ((scope, fn_blocks, bn_blocks),))[0]
+    return build_plans(graph, PlannerInput((ScopeRequest(scope, fn_blocks, bn_blocks),)))[0]
 
 
-def build_plans(graph: fx.Graph, scopes: Sequence[Tuple]) -> Tuple[Plan, ...]:
-    """One plan per ``(scope, fn_blocks, bn_blocks[, defer])``, in the graph order of their block lists.
-
-    ``defer`` (default True) moves ops of the last Fn block that only the middle reads into the
-    body; DBPrune passes False (its body must hold whole blocks only).
+def build_plans(graph: fx.Graph, request: PlannerInput) -> Tuple[Plan, ...]:
+    """One plan per ``ScopeRequest``, in the graph order of their block lists.
 
     With several scopes, each later plan's blocks lie in the previous plan's tail, so the rewrite
     nests: the tail of the first list's split is split again for the next. On a refusal the
@@ -172,15 +199,17 @@ def build_plans(graph: fx.Graph, scopes: Sequence[Tuple]) -> Tuple[Plan, ...]:
         return (Plan(block_lists=tuple(list_order(regions)), blocks=_blocks_info(regions, ios), reason=why),)
     hidden_sig = final_sigs.pop()
     order = [name for name, _ in list_order(regions)]
+    block_of = tuple((name, f"{r.ref.list_name}.{r.ref.list_index}") for r in regions for name in r.nodes)
     plans = []
-    for scope, fn, bn, *defer in sorted(scopes, key=lambda s: order.index(s[0]) if s[0] in order else -1):
+    for req in sorted(request.scopes, key=lambda s: order.index(s.scope) if s.scope in order else -1):
+        scope, fn, bn = req.scope, req.fn_blocks, req.bn_blocks
         keep = [k for k, r in enumerate(regions) if scope is None or r.ref.list_name == scope]
         if not keep:
             return (Plan(scope=scope, reason=f"no block list named {scope!r} in this graph (found: {order})"),)
         scope_ios = ios if keep[0] == 0 else analyze_block_io(graph, regions, first=keep[0])
         plan = _plan_one(graph, [regions[k] for k in keep], [scope_ios[k] for k in keep], hidden_sig, fn, bn,
-                         defer=defer[0] if defer else True)
-        plan = _with(plan, scope=scope, leads=not plans)
+                         defer=req.defer_middle_only_ops)
+        plan = _with(plan, scope=scope, leads=not plans, block_of=block_of)
         if not plan.supported:
             return (plan,)
         if plans and not _nested_in_tail(plans[-1], plan):

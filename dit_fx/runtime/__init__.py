@@ -2,12 +2,20 @@
 
 from .context import CacheContext, CacheStats, relative_l1
 from .glue_ops import dbcache_decide, dbcache_middle, dbcache_read_timestep, dbprune_begin, dbprune_block
-from .prune import PruneContext
+from .host import LOCAL, HostReads
+from .prune import PruneContext, PruneStats
+from .state import GenerationState, StateSlot
 from .tracker import StepTracker
 
 __all__ = [
     "CacheContext",
     "CacheStats",
+    "GenerationState",
+    "HostReads",
+    "LOCAL",
+    "PruneContext",
+    "PruneStats",
+    "StateSlot",
     "StepTracker",
     "relative_l1",
     "dbcache_decide",
@@ -15,5 +23,4 @@ __all__ = [
     "dbcache_read_timestep",
     "dbprune_begin",
     "dbprune_block",
-    "PruneContext",
 ]

@@ -1,8 +1,10 @@
-"""Cache state of one block stack (or one block list) that the rewritten graph calls every step.
+"""The DBCache decision of one block stack (or one block list) that the rewritten graph calls every step.
 
 Nothing here knows about graphs: the glue graph hands in tensors and a callable body, so the
-decision logic can be tested with plain tensors. Where a call sits (step, CFG branch, generation)
-comes from a ``StepTracker`` (see ``tracker.py``) shared by all contexts of one transformer.
+decision logic can be tested with plain tensors. A context holds only configuration, given to its
+constructor; what a request accumulates (placement, buffers, stats) lives in the
+``GenerationState`` its ``StateSlot`` hands out for the current call (``state.py``), and every
+host read of a decision goes through its ``HostReads`` (``host.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import torch
 
 from ..config import DBCacheConfig
 from .calibrators import make_calibrator
-from .tracker import COND, MAX_BRANCHES, UNCOND, StepTracker
+from .host import LOCAL, HostReads, relative_l1
+from .state import GenerationState, ScopeState, StateSlot
+from .tracker import COND, MAX_BRANCHES, UNCOND
 
 __all__ = ["BranchStats", "CacheStats", "CacheContext", "relative_l1", "COND", "UNCOND", "MAX_BRANCHES"]
+
 
 @dataclass
 class BranchStats:
@@ -47,18 +52,6 @@ class CacheStats:
     generation: int = 0
     separate_cfg: bool = False
     details: Optional[str] = None  # markdown table, filled by dit_fx.summary(..., details=True)
-    # DBPrune only (cfg_*: the CFG branch): steps with any pruned block, blocks pruned and blocks
-    # in the list per call, the guarded blocks' diffs per step, sum(pruned) / sum(actual).
-    pruned_steps: List[int] = field(default_factory=list)
-    pruned_blocks: List[int] = field(default_factory=list)
-    actual_blocks: List[int] = field(default_factory=list)
-    block_diffs: Dict[int, List[float]] = field(default_factory=dict)
-    pruned_ratio: float = 0.0
-    cfg_pruned_steps: List[int] = field(default_factory=list)
-    cfg_pruned_blocks: List[int] = field(default_factory=list)
-    cfg_actual_blocks: List[int] = field(default_factory=list)
-    cfg_block_diffs: Dict[int, List[float]] = field(default_factory=dict)
-    cfg_pruned_ratio: float = 0.0
 
 
 class Branch:
@@ -72,22 +65,6 @@ class Branch:
         self.continuous_cached = 0
         self.accumulated_diff = 0.0
         self.stats = BranchStats()
-
-
-def _ratio(num: float, den: float) -> float:
-    if den == 0.0:
-        return 0.0 if num == 0.0 else float("inf")
-    return num / den
-
-
-def relative_l1(reference: torch.Tensor, current: torch.Tensor) -> float:
-    """mean|ref - cur| / mean|ref|; inf when the reference is all zeros.
-
-    Sums are accumulated in fp32 without materialising fp32 copies; one host sync for both.
-    """
-    num = torch.linalg.vector_norm(reference - current, 1, dtype=torch.float32)
-    den = torch.linalg.vector_norm(reference, 1, dtype=torch.float32)
-    return _ratio(*torch.stack([num, den]).tolist())
 
 
 def _fits(buffer: Optional[torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -128,32 +105,58 @@ class FnResidual:
 
 
 class CacheContext(torch.nn.Module):
-    """Per-branch residual buffers, decisions and stats of one cached block stack.
+    """The decision and the cached middle of one block stack; the rewritten glue calls it.
 
     ``decide`` is called once per transformer call after the first Fn blocks, with the hidden
-    stream after and before them; ``run_middle`` then runs or replaces the middle blocks. The context that ``leads`` advances the shared tracker
-    (it decides first in a call); the others (later block lists with their own contexts) read
-    the placement it made. It is an ``nn.Module`` (without parameters) only so the glue graph
-    can reference it with ``get_attr``.
+    stream after and before them; ``run_middle`` then runs or replaces the middle blocks.
+
+    Constructor arguments (nothing is set on a context later):
+    config: its ``DBCacheConfig``. scope: the block list it caches (None: all lists joined).
+    leads: it decides first in a call and places the call (step, branch, generation) for every
+        context of the model; followers read that placement.
+    states: the ``StateSlot`` of the model (a fresh one of its own when None: a standalone context).
+    outputs_are_reused: the partitions return buffers they overwrite on their next run (CUDA
+        graphs): whatever is kept across calls is copied first.
+    host: where the decision's host reads go (``HostReads``; a parallel run reduces there).
+    It is an ``nn.Module`` (without parameters) only so the glue graph can reference it with ``get_attr``.
     """
 
-    def __init__(self, config: DBCacheConfig, tracker: Optional[StepTracker] = None):
+    stats_class = CacheStats
+    branch_class = Branch
+
+    def __init__(
+        self,
+        config: DBCacheConfig,
+        *,
+        scope: Optional[str] = None,
+        leads: bool = True,
+        states: Optional[StateSlot] = None,
+        outputs_are_reused: bool = False,
+        host: HostReads = LOCAL,
+        num_blocks: int = 0,
+    ):
         super().__init__()
         self.config = config
-        self.leads = tracker is None
-        self.tracker = tracker if tracker is not None else StepTracker(config)
-        self.branches: Dict[str, Branch] = {}
-        self._generation = 0  # the tracker generation ``branches`` belong to
-        # True when the partitions return buffers they overwrite on their next run (CUDA graphs):
-        # then whatever is kept across calls is copied first.
-        self.outputs_are_reused = False
-        self._fn: Optional[FnResidual] = None  # this call's, between decide and run_middle
-        # With reused outputs: the body's outputs (its graph's static buffers, shared by all
-        # branches). A cached step writes ``base + residual`` into them, so the tail's graph reads
-        # its input in place on cached and computed steps alike (no copy into its input buffer).
-        self._body_outputs: Tuple[torch.Tensor, ...] = ()
+        self.scope = scope
+        self.leads = leads
+        self.states = states if states is not None else StateSlot(config)
+        self.outputs_are_reused = outputs_are_reused
+        self.host = host
+        self.num_blocks = num_blocks  # blocks of the cached list(s), Fn/Bn included
 
-    # -- where are we (the tracker's placement) -------------------------------------------------
+    # -- the current request's state -------------------------------------------------------------
+    def _state(self) -> Tuple[GenerationState, ScopeState]:
+        state = self.states.current()
+        return state, state.scope(self.scope)
+
+    @property
+    def tracker(self):
+        return self.states.current().tracker
+
+    @property
+    def branches(self) -> Dict[str, Branch]:
+        return self._state()[1].branches
+
     @property
     def step(self) -> int:
         return self.tracker.step
@@ -173,24 +176,32 @@ class CacheContext(torch.nn.Module):
     def prefetch_timestep(self, timestep: Optional[torch.Tensor]) -> None:
         self.tracker.prefetch_timestep(timestep)
 
+    def _place(self, hidden: torch.Tensor, timestep: Optional[torch.Tensor]) -> Tuple[GenerationState, ScopeState]:
+        """Place this call (if this context leads) and clear buffers of an ended generation."""
+        state, scope = self._state()
+        tracker = state.tracker
+        if self.leads:
+            tracker.advance(tracker.read_timestep(timestep, self.host), (hidden.shape, hidden.dtype, hidden.device))
+        if tracker.generation != scope.generation:
+            scope.clear(tracker.generation)
+        return state, scope
+
     # -- decision ----------------------------------------------------------------------------
     def decide(self, hidden_fn: torch.Tensor, hidden_in: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> bool:
         """Place this call (if this context leads), then decide whether to skip the middle.
 
         ``hidden_fn`` / ``hidden_in``: the hidden stream after / before the first Fn blocks."""
-        tracker = self.tracker
-        if self.leads:
-            tracker.advance(tracker.read_timestep(timestep), (hidden_fn.shape, hidden_fn.dtype, hidden_fn.device))
-        if tracker.generation != self._generation:
-            self.branches, self._generation = {}, tracker.generation
-            self._body_outputs = ()
-        self._fn = FnResidual(hidden_fn, hidden_in)
-        return self._should_reuse(self._fn)
+        state, scope = self._place(hidden_fn, timestep)
+        scope.pending = FnResidual(hidden_fn, hidden_in)
+        branch = scope.branches.get(state.tracker.branch)
+        if branch is None:
+            branch = scope.branches[state.tracker.branch] = self.branch_class()
+        return self._should_reuse(state, scope, branch, scope.pending)
 
-    def _gate(self, branch: "Branch") -> Optional[bool]:
+    def _gate(self, branch: Branch, step: int) -> Optional[bool]:
         """The gates before the threshold test: False = compute, True = cache (a static steps
         mask), None = let the diff decide."""
-        cfg, step = self.config, self.step
+        cfg = self.config
         if step in range(0, cfg.max_warmup_steps, cfg.warmup_interval):
             return False
         mask = cfg.steps_computation_mask
@@ -208,10 +219,9 @@ class CacheContext(torch.nn.Module):
             return False
         return None
 
-    def _should_reuse(self, fn_residual: FnResidual) -> bool:
-        cfg, step = self.config, self.step
-        branch = self.branches.setdefault(self.branch, Branch())
-        gate = self._gate(branch)
+    def _should_reuse(self, state: GenerationState, scope: ScopeState, branch: Branch, fn_residual: "FnResidual") -> bool:
+        cfg, step, name = self.config, state.tracker.step, state.tracker.branch
+        gate = self._gate(branch, step)
         if gate is not None:
             return gate and branch.middle_residuals is not None
         ref = branch.reference_residual
@@ -219,11 +229,11 @@ class CacheContext(torch.nn.Module):
             return False
         if ref.shape != fn_residual.shape:
             return False
-        cond = self.branches.get(COND)
-        if self.branch == UNCOND and not cfg.cfg_diff_compute_separate and cond and step in cond.stats.residual_diffs:
+        cond = scope.branches.get(COND)
+        if name == UNCOND and not cfg.cfg_diff_compute_separate and cond and step in cond.stats.residual_diffs:
             diff = cond.stats.residual_diffs[step]  # reuse the cond call's diff of this step
         else:
-            diff = relative_l1(ref, fn_residual.value())  # the one host sync of a step
+            diff = relative_l1(ref, fn_residual.value(), self.host)  # the one host sync of a step
         branch.stats.residual_diffs[step] = diff
         branch.accumulated_diff += diff
         return diff < cfg.residual_diff_threshold
@@ -240,22 +250,24 @@ class CacheContext(torch.nn.Module):
 
         ``stream_bases[k]`` is the stream entering the middle that output ``k`` continues.
         """
-        fn_residual, self._fn = self._fn, None
+        state, scope = self._state()
+        fn_residual, scope.pending = scope.pending, None
         if fn_residual is None:
             raise RuntimeError("run_middle needs this call's decide first")
-        branch = self.branches.setdefault(self.branch, Branch())
+        step = state.tracker.step
+        branch = scope.branches[state.tracker.branch]
         calibrator = self.config.calibrator
         hidden_type = calibrator is not None and calibrator.cache_type == "hidden_states"
         if reuse and all(b.shape == r.shape for b, r in zip(stream_bases, branch.middle_residuals)):
-            branch.stats.cached_steps.append(self.step)
+            branch.stats.cached_steps.append(step)
             branch.continuous_cached += 1
             if calibrator is None:
-                outs = self._body_outputs or (None,) * len(stream_bases)  # set only with reused outputs
+                outs = scope.body_outputs or (None,) * len(stream_bases)  # set only with reused outputs
                 return tuple(
                     torch.add(base, res, out=o) if _fits(o, base, res) else base + res
                     for base, res, o in zip(stream_bases, branch.middle_residuals, outs)
                 )
-            forecasts = [c.predict(self.step) for c in branch.calibrators]
+            forecasts = [c.predict(step) for c in branch.calibrators]
             if hidden_type:
                 return tuple(forecasts)
             return tuple(base + f for base, f in zip(stream_bases, forecasts))
@@ -267,7 +279,7 @@ class CacheContext(torch.nn.Module):
             # Never an output that is (a view of) a body input: writing into it would change the
             # head's outputs, which the rest of the call still reads.
             inputs = {a.untyped_storage().data_ptr() for a in body_args if isinstance(a, torch.Tensor)}
-            self._body_outputs = tuple(None if o.untyped_storage().data_ptr() in inputs else o for o in outs)
+            scope.body_outputs = tuple(None if o.untyped_storage().data_ptr() in inputs else o for o in outs)
         if hidden_type:  # a calibrator keeps what it is fed: never a buffer someone overwrites
             stored = tuple(o.clone() for o in outs) if self.outputs_are_reused else outs
         elif calibrator is None and branch.middle_residuals is not None:
@@ -279,27 +291,33 @@ class CacheContext(torch.nn.Module):
             if branch.calibrators is None:
                 branch.calibrators = [make_calibrator(calibrator) for _ in stored]
             for c, value in zip(branch.calibrators, stored):
-                c.update(self.step, value)
+                c.update(step, value)
         return outs
 
     # -- stats -------------------------------------------------------------------------------
     @property
     def stats(self) -> CacheStats:
+        return self.collect_stats(self.states.current(), self.scope)
+
+    @classmethod
+    def collect_stats(cls, state: GenerationState, scope: Optional[str]) -> CacheStats:
+        """A snapshot (copies) of ``state``'s stats for the context of ``scope``."""
+        tracker, own = state.tracker, state.scopes.get(scope)
         # A follower that has not decided since its leader started a new generation holds old state.
-        branches = self.branches if self._generation == self.tracker.generation else {}
+        branches = own.branches if own is not None and own.generation == tracker.generation else {}
         empty = BranchStats()
         cond = branches.get(COND)
         uncond = branches.get(UNCOND)
         cond_stats = cond.stats if cond else empty
         uncond_stats = uncond.stats if uncond else empty
-        return CacheStats(
+        return cls.stats_class(
             cached_steps=list(cond_stats.cached_steps),
             residual_diffs=dict(cond_stats.residual_diffs),
             cfg_cached_steps=list(uncond_stats.cached_steps),
             cfg_residual_diffs=dict(uncond_stats.residual_diffs),
             branches={name: BranchStats(list(b.stats.cached_steps), dict(b.stats.residual_diffs)) for name, b in branches.items()},
-            executed_steps=self.tracker.step + 1 if self.tracker.calls else 0,
-            calls=self.tracker.calls,
-            generation=self.tracker.generation,
-            separate_cfg=self.tracker.separate_cfg,
+            executed_steps=tracker.step + 1 if tracker.calls else 0,
+            calls=tracker.calls,
+            generation=tracker.generation,
+            separate_cfg=tracker.separate_cfg,
         )

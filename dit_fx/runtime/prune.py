@@ -7,11 +7,32 @@ moved less than the threshold since the block last ran.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .context import Branch, CacheContext, CacheStats, relative_l1
+from .context import Branch, CacheContext, CacheStats
+from .host import relative_l1
+from .state import GenerationState
+
+
+@dataclass
+class PruneStats(CacheStats):
+    """``CacheStats`` plus DBPrune's own (cfg_*: the CFG branch): steps with any pruned block,
+    blocks pruned and blocks in the list per call, the guarded blocks' diffs per step,
+    sum(pruned) / sum(actual)."""
+
+    pruned_steps: List[int] = field(default_factory=list)
+    pruned_blocks: List[int] = field(default_factory=list)
+    actual_blocks: List[int] = field(default_factory=list)
+    block_diffs: Dict[int, List[float]] = field(default_factory=dict)
+    pruned_ratio: float = 0.0
+    cfg_pruned_steps: List[int] = field(default_factory=list)
+    cfg_pruned_blocks: List[int] = field(default_factory=list)
+    cfg_actual_blocks: List[int] = field(default_factory=list)
+    cfg_block_diffs: Dict[int, List[float]] = field(default_factory=dict)
+    cfg_pruned_ratio: float = 0.0
 
 
 class BlockState:
@@ -32,25 +53,27 @@ class PruneBranch(Branch):
 
 
 class PruneContext(CacheContext):
-    """Per-branch block states, per-block decisions and prune stats of one transformer."""
+    """Per-block decisions of one transformer; its state (block inputs, residuals, stats) lives
+    in the current ``GenerationState`` like DBCache's."""
 
-    def __init__(self, config, tracker=None):
-        super().__init__(config, tracker)
-        self.num_blocks = 0  # set by the rewrite: blocks of the pruned list(s), Fn/Bn included
+    stats_class = PruneStats
+    branch_class = PruneBranch
 
     def _branch(self) -> PruneBranch:
-        return self.branches.setdefault(self.branch, PruneBranch())
+        state, scope = self._state()
+        name = state.tracker.branch
+        branch = scope.branches.get(name)
+        if branch is None:
+            branch = scope.branches[name] = PruneBranch()
+        return branch
 
     def begin(self, hidden: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> None:
-        tracker = self.tracker
-        if self.leads:
-            tracker.advance(tracker.read_timestep(timestep), (hidden.shape, hidden.dtype, hidden.device))
-        if tracker.generation != self._generation:
-            self.branches, self._generation = {}, tracker.generation
+        state, _ = self._place(hidden, timestep)
         branch = self._branch()
+        step = state.tracker.step
         cached = branch.stats.cached_steps
         streak = 0  # pruned steps in a row right before this one
-        while streak < len(cached) and cached[-1 - streak] == self.step - 1 - streak:
+        while streak < len(cached) and cached[-1 - streak] == step - 1 - streak:
             streak += 1
         branch.continuous_cached = streak
         branch.pruned_blocks.append(0)
@@ -67,11 +90,12 @@ class PruneContext(CacheContext):
         """Prune or run block ``block_id``; ``bases[k]`` is the input its output ``k`` continues,
         ``bases[hidden_index]`` the hidden input whose change decides."""
         branch = self._branch()
+        step = self.step
         state = branch.blocks.get(block_id)
         hidden = bases[hidden_index]
-        if state is not None and self._may_prune(branch, state, hidden):
-            if not branch.stats.cached_steps or branch.stats.cached_steps[-1] != self.step:
-                branch.stats.cached_steps.append(self.step)
+        if state is not None and self._may_prune(branch, state, hidden, step):
+            if not branch.stats.cached_steps or branch.stats.cached_steps[-1] != step:
+                branch.stats.cached_steps.append(step)
             branch.pruned_blocks[-1] += 1
             outs = tuple(base + res for base, res in zip(bases, state.residuals))
             return outs if len(outs) > 1 else outs[0]
@@ -81,25 +105,26 @@ class PruneContext(CacheContext):
         branch.blocks[block_id] = BlockState(kept, tuple(o - b for o, b in zip(outs, bases)))
         return out
 
-    def _may_prune(self, branch: PruneBranch, state: BlockState, hidden: torch.Tensor) -> bool:
+    def _may_prune(self, branch: PruneBranch, state: BlockState, hidden: torch.Tensor, step: int) -> bool:
         if state.hidden_input.shape != hidden.shape:
             return False
-        gate = self._gate(branch)
+        gate = self._gate(branch, step)
         if gate is not None:
             return gate
-        diffs = branch.block_diffs.setdefault(self.step, [])
+        diffs = branch.block_diffs.setdefault(step, [])
         threshold = self.config.threshold_for(diffs)
         if threshold <= 0:
             return False
-        diff = relative_l1(state.hidden_input, hidden)
+        diff = relative_l1(state.hidden_input, hidden, self.host)
         diffs.append(diff)
         branch.accumulated_diff += diff
         return diff < threshold
 
-    @property
-    def stats(self) -> CacheStats:
-        out = super().stats
-        branches = self.branches if self._generation == self.tracker.generation else {}
+    @classmethod
+    def collect_stats(cls, state: GenerationState, scope: Optional[str]) -> PruneStats:
+        out = super().collect_stats(state, scope)
+        own = state.scopes.get(scope)
+        branches = own.branches if own is not None and own.generation == state.tracker.generation else {}
         for name, attr in (("cond", ""), ("uncond", "cfg_")):
             b = branches.get(name)
             pruned, actual = (list(b.pruned_blocks), list(b.actual_blocks)) if b else ([], [])

@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 
 from ..config import DBCacheConfig
+from .host import LOCAL, HostReads
 
 COND, UNCOND = "cond", "uncond"
 # More calls than this with one timestep are not CFG branches (a loop repeating a timestep, e.g. a
@@ -44,8 +45,9 @@ class StepTracker:
         self._signature = None  # (shape, dtype, device) of the hidden stream of the last call
         self._start_generation(None)
         self.generation, self._pending = 0, True  # the first call starts generation 1
-        self.num_steps_override: Optional[int] = None  # set by dit_fx.generation(...)
-        self.branch_hint: Optional[str] = None  # set by the pipeline's transformer.cache_context(name)
+        # Told by the owning GenerationState (``expect_steps`` / ``branch_named``), never poked from outside.
+        self.num_steps_override: Optional[int] = None
+        self.branch_hint: Optional[str] = None
         self._timestep_copy = None  # (pinned host buffer, CUDA event) of an asynchronous timestep read
         self._pinned: Optional[torch.Tensor] = None
 
@@ -138,10 +140,11 @@ class StepTracker:
         self._pinned.copy_(timestep.reshape(-1)[0].float(), non_blocking=True)
         self._timestep_copy = (self._pinned, torch.cuda.current_stream(timestep.device).record_event())
 
-    def read_timestep(self, timestep: Optional[torch.Tensor]) -> Optional[float]:
+    def read_timestep(self, timestep: Optional[torch.Tensor], host: HostReads = LOCAL) -> Optional[float]:
+        """The timestep as a float, through ``host`` (the seam a parallel run reduces in)."""
         if self._timestep_copy is not None:  # CUDA: copied before the head ran, so no stall here
             pinned, event = self._timestep_copy
             self._timestep_copy = None
             event.synchronize()
-            return float(pinned)
-        return None if timestep is None else float(timestep.reshape(-1)[0])
+            return host.floats([float(pinned)])[0]
+        return None if timestep is None else host.scalar(timestep)

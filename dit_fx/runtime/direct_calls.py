@@ -5,56 +5,113 @@ Going through Dynamo on every step costs its guards plus marshalling every lifte
 first call of an input signature, ``optimize`` calls the glue graph directly, keyed by:
 tensor shapes/strides/dtypes/devices/requires_grad, non-tensor argument values, grad and
 inference mode, autocast state and ``model.training``. Anything new goes through Dynamo again.
-Registering a module, parameter or buffer anywhere (adapters, ``load_state_dict(assign=True)``)
-bumps a global epoch that invalidates every direct entry.
+
+Registering a module, parameter or buffer on one of *a model's own* modules (adapters,
+``load_state_dict(assign=True)``) bumps that model's ``Epoch`` and so invalidates its direct
+entries; other models keep theirs. The registration hooks torch offers are process-wide, so they
+are installed while at least one model is watched and removed when the last is unwatched.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.utils._pytree as pytree
 
-from .patterns.regions import parse_module_path
-
-_EPOCH = [0]
+from ..patterns.regions import parse_module_path
 
 
-def _bump(*_args) -> None:
-    # A forward that builds a container while Dynamo traces it (ConsisID slices a ModuleList:
-    # ``self.layers[a:b]`` registers modules into a new one) would otherwise put this bump in the
-    # graph: replayed on every call, and guarded on, it recompiled the model on every call.
-    if torch.compiler.is_compiling():
-        return
-    _EPOCH[0] += 1
+class Epoch:
+    """A model's structure version: bumped when a module, parameter or buffer is registered on
+    any of its modules."""
+
+    __slots__ = ("value", "__weakref__")
+
+    def __init__(self) -> None:
+        self.value = 0
 
 
-torch.nn.modules.module.register_module_parameter_registration_hook(_bump)
-torch.nn.modules.module.register_module_buffer_registration_hook(_bump)
-torch.nn.modules.module.register_module_module_registration_hook(_bump)
+class _Watch:
+    """Module -> the epochs of the watched models it belongs to; the process-wide registration
+    hooks live only while something is watched."""
+
+    def __init__(self) -> None:
+        self.owners: "weakref.WeakKeyDictionary[torch.nn.Module, weakref.WeakSet]" = weakref.WeakKeyDictionary()
+        self.epochs: "weakref.WeakSet[Epoch]" = weakref.WeakSet()
+        self.handles: List[Any] = []
+        self.lock = threading.Lock()
+
+    def watch(self, model: torch.nn.Module) -> Epoch:
+        epoch = Epoch()
+        with self.lock:
+            for module in model.modules():
+                self.owners.setdefault(module, weakref.WeakSet()).add(epoch)
+            self.epochs.add(epoch)
+            if not self.handles:
+                hooks = torch.nn.modules.module
+                self.handles = [
+                    hooks.register_module_parameter_registration_hook(self._parameter),
+                    hooks.register_module_buffer_registration_hook(self._parameter),
+                    hooks.register_module_module_registration_hook(self._module),
+                ]
+        return epoch
+
+    def unwatch(self, epoch: Epoch) -> None:
+        with self.lock:
+            self.epochs.discard(epoch)
+            for owners in list(self.owners.values()):
+                owners.discard(epoch)
+            if not len(self.epochs):
+                for handle in self.handles:
+                    handle.remove()
+                self.handles = []
+
+    def _bump(self, module: torch.nn.Module) -> Optional["weakref.WeakSet"]:
+        # A forward that builds a container while Dynamo traces it (ConsisID slices a ModuleList:
+        # ``self.layers[a:b]`` registers modules into a new one) would otherwise put this bump in
+        # the graph: replayed on every call, and guarded on, it recompiled the model every call.
+        if torch.compiler.is_compiling():
+            return None
+        owners = self.owners.get(module)
+        if owners:
+            for epoch in list(owners):
+                epoch.value += 1
+        return owners
+
+    def _parameter(self, module, name, value):
+        self._bump(module)
+
+    def _module(self, module, name, child):
+        owners = self._bump(module)
+        if owners and isinstance(child, torch.nn.Module):  # a new submodule joins its model(s)
+            for sub in child.modules():
+                self.owners.setdefault(sub, weakref.WeakSet()).update(owners)
 
 
-def module_epoch() -> int:
-    return _EPOCH[0]
+_WATCH = _Watch()
+watch_model = _WATCH.watch
+unwatch_model = _WATCH.unwatch
 
 
 class Unkeyable(Exception):
     pass
 
 
-def _key_of(value: Any):
+def key_of(value: Any):
     if isinstance(value, torch.Tensor):
         return (torch.Tensor, value.shape, value.stride(), value.dtype, value.device, value.requires_grad)
     if value is None or isinstance(value, (bool, int, float, str)):
         return (type(value), value)
     if isinstance(value, (list, tuple)):
-        return (type(value), tuple(_key_of(v) for v in value))
+        return (type(value), tuple(key_of(v) for v in value))
     if isinstance(value, dict):
-        return (dict, tuple((k, _key_of(v)) for k, v in value.items()))
+        return (dict, tuple((k, key_of(v)) for k, v in value.items()))
     raise Unkeyable(type(value).__name__)
 
 
@@ -62,8 +119,8 @@ def call_key(model: torch.nn.Module, args: Sequence[Any], kwargs: Dict[str, Any]
     """What must match for a direct call to be valid, or None if an argument cannot be keyed."""
     try:
         return (
-            tuple(_key_of(a) for a in args),
-            tuple((k, _key_of(v)) for k, v in kwargs.items()),
+            tuple(key_of(a) for a in args),
+            tuple((k, key_of(v)) for k, v in kwargs.items()),
             torch.is_grad_enabled(),
             torch.is_inference_mode_enabled(),
             torch.is_autocast_enabled("cuda"),

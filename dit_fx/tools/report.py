@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from .runtime import CacheStats
+from ..runtime import CacheStats
 
 PERCENTILES = (0, 25, 50, 75, 95, 100)
 
@@ -40,9 +40,9 @@ def plot_sessions(sessions: Dict[str, object], path: str) -> str:
         raise ImportError("dit_fx.plot_timeline needs matplotlib: pip install 'dit_fx[plot]'") from exc
     # One panel per cache context: per transformer, and per block list where lists have their own.
     panels = [
-        (name if scope is None else f"{name} / {scope}", cache.stats, cache.config.residual_diff_threshold)
+        (name if scope is None else f"{name} / {scope}", stats, session.config_of(scope).residual_diff_threshold)
         for name, session in sessions.items()
-        for scope, cache in session.caches.items()
+        for scope, stats in _by_scope(session.stats()).items()
     ]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False)
     for ax, (name, stats, threshold) in zip(axes[:, 0], panels):
@@ -61,3 +61,7 @@ def plot_sessions(sessions: Dict[str, object], path: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _by_scope(stats) -> Dict[object, CacheStats]:
+    return stats if isinstance(stats, dict) else {None: stats}

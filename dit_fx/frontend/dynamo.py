@@ -15,7 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.fx as fx
 
-from .patterns.regions import module_stack, parse_module_path
+from ..fx_utils import bind_placeholders, lazy_graph_module
+from ..patterns.regions import module_stack, parse_module_path
 
 _ATTR = re.compile(r"_(parameters|buffers)_(\w+?)_?$")
 # L['self'].__dict__['_modules']['blocks']._modules['0']._parameters['weight']: a plain attribute
@@ -72,90 +73,11 @@ def find_static_inputs(gm: fx.GraphModule, example_inputs: Sequence[object]) -> 
     return StaticInputs(static, tuple(activations))
 
 
-def bind_placeholders(gm: fx.GraphModule, binding: Dict[str, Tuple[str, torch.Tensor]], recompile: bool = True) -> fx.GraphModule:
-    """In place: each placeholder named in ``binding`` becomes a ``get_attr`` of that tensor (no copy).
-
-    ``recompile=False`` leaves ``gm``'s Python code stale: for graphs only analysed, never called
-    (generating code for a whole DiT's graph takes a noticeable part of the capture)."""
-    graph = gm.graph
-    first_op = next((n for n in graph.nodes if n.op != "placeholder"), None)
-    for node in [n for n in graph.nodes if n.op == "placeholder" and n.name in binding]:
-        name, tensor = binding[node.name]
-        _set_nested(gm, name, tensor)
-        with graph.inserting_before(first_op):
-            attr = graph.get_attr(name)
-        attr.meta = dict(node.meta)
-        node.replace_all_uses_with(attr)
-        graph.erase_node(node)
-    graph.lint()
-    if recompile:
-        recompile_shallow(gm)
-    return gm
-
-
-def recompile_shallow(gm: fx.GraphModule) -> fx.GraphModule:
-    """``gm.recompile()`` without regenerating the code of its GraphModule children.
-
-    ``GraphModule.recompile`` recompiles every child GraphModule too; a rewritten DiT has hundreds
-    (partitions, block regions), and regenerating them after each pass took seconds of a FLUX
-    capture. Use only where the children are already up to date (each edit recompiles its own).
-    Generates the code now even for a lazy graph module (see ``lazy_graph_module``)."""
-    gm._recompile_submodules = list  # shadows the method for this one call: returns []
-    try:
-        fx.GraphModule.recompile(gm)
-    finally:
-        del gm._recompile_submodules
-    return gm
-
-
-def lazy_graph_module(root: torch.nn.Module, graph: fx.Graph, class_name: str) -> fx.GraphModule:
-    """A GraphModule whose Python code is generated on first use, not at construction: the whole
-    captured DiT is copied twice per capture (analysis copy, working copy) and generating code
-    for a FLUX-sized graph costs about half a second each time, for code nobody runs."""
-    try:
-        from torch.fx._lazy_graph_module import _LazyGraphModule
-    except ImportError:  # pragma: no cover - older torch
-        return fx.GraphModule(root, graph, class_name=class_name)
-    return _LazyGraphModule(root, graph, class_name=class_name)
-
-
 def bound_copy(gm: fx.GraphModule, static: StaticInputs) -> fx.GraphModule:
     """A copy of the captured graph with parameters bound, for analysis and dumps: never called,
     so its code is not regenerated (``print_readable`` reads the graph)."""
     copy_gm = lazy_graph_module(gm, copy.deepcopy(gm.graph), "CapturedTransformer")
     return bind_placeholders(copy_gm, static.by_placeholder, recompile=False)
-
-
-def get_nested(root: torch.nn.Module, dotted: str):
-    obj = root
-    for atom in dotted.split("."):
-        obj = getattr(obj, atom)
-    return obj
-
-
-def tensor_attributes(gm: fx.GraphModule) -> Dict[str, Tuple[str, torch.Tensor]]:
-    """``{target: (target, tensor)}`` for the tensors ``gm`` reads with ``get_attr`` (what a split
-    of ``gm`` hands to its partitions as inputs, to be bound back inside them)."""
-    out = {}
-    for node in gm.graph.nodes:
-        if node.op == "get_attr":
-            value = get_nested(gm, node.target)
-            if isinstance(value, torch.Tensor):
-                out[node.target] = (node.target, value)
-    return out
-
-
-def _set_nested(root: torch.nn.Module, dotted: str, tensor: torch.Tensor) -> None:
-    *path, leaf = dotted.split(".")
-    mod = root
-    for part in path:
-        if not hasattr(mod, part):
-            mod.add_module(part, torch.nn.Module())
-        mod = getattr(mod, part)
-    if isinstance(tensor, torch.nn.Parameter):
-        mod.register_parameter(leaf, tensor)
-    else:
-        mod.register_buffer(leaf, tensor)
 
 
 def graph_input_sources(num_inputs: int) -> Optional[List[str]]:

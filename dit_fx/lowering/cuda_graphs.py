@@ -29,7 +29,7 @@ from typing import Any, Optional, Set, Tuple
 import torch
 import torch.fx as fx
 
-from .capture import recompile_shallow
+from ..fx_utils import recompile_shallow
 
 
 @dataclass

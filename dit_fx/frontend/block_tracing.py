@@ -34,8 +34,8 @@ import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
-from .capture import lazy_graph_module
-from .patterns.regions import module_block_lists, parse_module_path
+from ..fx_utils import lazy_graph_module
+from ..patterns.regions import module_block_lists, parse_module_path
 
 _INVOKE = getattr(getattr(torch.ops, "higher_order", None), "invoke_subgraph", None)
 _RUNNERS: "weakref.WeakKeyDictionary[type, Tuple[Callable, Callable]]" = weakref.WeakKeyDictionary()  # class -> (forward, runner)

@@ -1,0 +1,1 @@
+"""Integrations: every change dit_fx makes to a user's objects, behind one installer per object."""

@@ -1,0 +1,154 @@
+"""Every change dit_fx makes to a user's diffusers objects, behind one installer that ``disable`` undoes.
+
+On a transformer (``install_model``): its ``forward`` slot (``_old_forward`` under an accelerate
+hook, so offloading keeps running around the optimized forward), its ``cache_context`` (diffusers
+pipelines name CFG branches with ``transformer.cache_context("uncond")``: dit_fx is told the
+branch too), and each block's ``forward`` (routed through one traced region per block class, see
+``frontend/block_tracing.py``). On a pipeline (``install_pipeline``): its scheduler *instance's*
+``set_timesteps`` (a pipeline sets timesteps once per call, so each ``pipe(...)`` starts a fresh
+generation; no class is patched). Each patch is an instance attribute whose previous value is kept;
+``Installation.undo`` restores exactly that, and leaves alone an attribute someone replaced since.
+
+Pipelines: ``optimize(pipe, cfg)`` optimizes ``pipe.transformer`` (and ``pipe.transformer_2``,
+Wan 2.2's second expert). Configs: one for every transformer, or ``{"transformer": cfg_a,
+"transformer_2": cfg_b}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping
+
+import torch
+
+from ..frontend.block_tracing import Marks, mark_blocks, unmark_blocks
+
+TRANSFORMER_COMPONENTS = ("transformer", "transformer_2")
+_MISSING = object()
+
+
+@dataclass
+class Patch:
+    owner: Any
+    attr: str
+    previous: Any  # the owner's own attribute before (``_MISSING``: none, the class's was used)
+    installed: Any
+
+    def undo(self) -> None:
+        if self.owner.__dict__.get(self.attr) is not self.installed:
+            return  # replaced by someone else since: theirs stays
+        if self.previous is _MISSING:
+            delattr(self.owner, self.attr)
+        else:
+            setattr(self.owner, self.attr, self.previous)
+
+
+@dataclass
+class Installation:
+    """The patches of one object, undone in reverse order."""
+
+    patches: List[Patch] = field(default_factory=list)
+    block_marks: Marks = field(default_factory=list)
+
+    def set(self, owner: Any, attr: str, value: Any) -> None:
+        self.patches.append(Patch(owner, attr, owner.__dict__.get(attr, _MISSING), value))
+        setattr(owner, attr, value)
+
+    def unmark_blocks(self) -> None:
+        """Blocks trace flat from now on (a block could not be traced as a region)."""
+        unmark_blocks(self.block_marks)
+
+    def undo(self) -> None:
+        self.unmark_blocks()
+        for patch in reversed(self.patches):
+            patch.undo()
+        self.patches.clear()
+
+
+def forward_slot(model: torch.nn.Module) -> str:
+    """accelerate's hooks (offloading, device maps) replace ``forward`` and call ``_old_forward``:
+    take the inner slot so the hook keeps running around the optimized forward."""
+    return "_old_forward" if "_old_forward" in model.__dict__ and hasattr(model, "_hf_hook") else "forward"
+
+
+def install_model(model: torch.nn.Module, forward: Callable, branch_named: Callable[[str], Any]) -> Installation:
+    """Route ``model``'s forward to ``forward``; blocks through their class's traced region;
+    ``model.cache_context(name)`` also enters ``branch_named(name)`` (a context manager)."""
+    inst = Installation()
+    inst.block_marks = mark_blocks(model)  # Dynamo traces each block class once
+    inst.set(model, forward_slot(model), forward)
+    if callable(getattr(model, "cache_context", None)):
+        inst.set(model, "cache_context", _naming_cache_context(model.cache_context, branch_named))
+    return inst
+
+
+def _naming_cache_context(original: Callable, branch_named: Callable[[str], Any]) -> Callable:
+    @functools.wraps(original)
+    @contextlib.contextmanager
+    def cache_context(name, *args, **kwargs):
+        with branch_named(name), original(name, *args, **kwargs):
+            yield
+
+    return cache_context
+
+
+def install_pipeline(pipe: Any, on_new_generation: Callable[[], None]) -> Installation:
+    """Make each ``pipe(...)`` call start a new generation (its scheduler's ``set_timesteps``)."""
+    inst = Installation()
+    scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is None or not hasattr(scheduler, "set_timesteps"):
+        return inst  # timestep detection still finds each new generation
+    original = scheduler.set_timesteps
+
+    @functools.wraps(original)
+    def set_timesteps(*args, **kwargs):
+        on_new_generation()
+        return original(*args, **kwargs)
+
+    inst.set(scheduler, "set_timesteps", set_timesteps)
+    return inst
+
+
+_PIPELINES: "weakref.WeakKeyDictionary[Any, Installation]" = weakref.WeakKeyDictionary()
+
+
+def hook_pipeline(pipe: Any, on_new_generation: Callable[[], None]) -> None:
+    unhook_pipeline(pipe)
+    _PIPELINES[pipe] = install_pipeline(pipe, on_new_generation)
+
+
+def unhook_pipeline(pipe: Any) -> None:
+    inst = _PIPELINES.pop(pipe, None)
+    if inst is not None:
+        inst.undo()
+
+
+def is_pipeline(obj: Any) -> bool:
+    """A diffusers ``DiffusionPipeline`` (duck-typed: components dict, not an nn.Module)."""
+    return not isinstance(obj, torch.nn.Module) and isinstance(getattr(obj, "components", None), dict)
+
+
+def transformer_components(pipe: Any) -> Dict[str, torch.nn.Module]:
+    found = {name: getattr(pipe, name, None) for name in TRANSFORMER_COMPONENTS}
+    found = {name: module for name, module in found.items() if isinstance(module, torch.nn.Module)}
+    if not found:
+        raise ValueError(f"pipeline {type(pipe).__name__} has no transformer component ({TRANSFORMER_COMPONENTS})")
+    return found
+
+
+def split_configs(pipe: Any, config: Any) -> Dict[str, Any]:
+    """One config per transformer component: shared, or a mapping by component name."""
+    components = transformer_components(pipe)
+    if isinstance(config, Mapping) and config and set(config) <= set(TRANSFORMER_COMPONENTS):
+        missing = sorted(set(config) - set(components))
+        if missing:
+            raise ValueError(f"config names component(s) {missing} that pipeline {type(pipe).__name__} lacks")
+        return {name: config.get(name) for name in components}
+    return {name: config for name in components}
+
+
+def per_component(pipe: Any, fn, *args, **kwargs) -> Dict[str, Any]:
+    return {name: fn(module, *args, **kwargs) for name, module in transformer_components(pipe).items()}

@@ -1,0 +1,131 @@
+"""How the rewritten graph is lowered: one ``CompileOptions``, validated once, shared by
+``dit_fx.optimize`` and the ``torch.compile(backend="dit_fx")`` backend.
+
+Every check lives in ``CompileOptions.__post_init__``; a bad value raises ``ValueError`` naming
+the field. The cache algorithm's own settings live in ``config.py`` (``DBCacheConfig``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "mode", "inductor_options", "dump_dir")
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """compile: run head/body/tail compiled by Inductor, one compile per distinct block (False:
+        eager Python partitions).
+    cuda_graphs: replay head, body and tail as CUDA graphs (CUDA inputs only; the cache decision
+        stays between graphs). None: what ``mode`` implies (reduce-overhead / max-autotune: on).
+    mode: torch.compile's modes mapped onto dit_fx (reduce-overhead = dit_fx's CUDA graphs,
+        max-autotune(-no-cudagraphs) = Inductor's autotuning options for every distinct region).
+    inductor_options: Inductor config values for every region compile (torch.compile's
+        ``options``), checked against ``torch._inductor.config``; explicit values win over the mode's.
+    dump_dir: write plan and graphs there after each capture (env ``DIT_FX_DUMP_DIR`` too).
+
+    After construction ``cuda_graphs`` is a bool and ``inductor_options`` holds the mode's values
+    merged with the explicit ones (``explicit_inductor_options`` keeps what was passed).
+    Fields still to come (quantization, parallelism) are added here, checked here.
+    """
+
+    compile: bool = False
+    cuda_graphs: Optional[bool] = None
+    mode: str = "default"
+    inductor_options: Mapping[str, Any] = field(default_factory=dict)
+    dump_dir: Optional[str] = None
+    explicit_inductor_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_bool("compile", self.compile)
+        if self.cuda_graphs is not None:
+            _check_bool("cuda_graphs", self.cuda_graphs)
+        mode_graphs, mode_inductor = mode_options(self.mode or "default")
+        explicit = check_inductor_options(self.inductor_options)
+        if not self.compile and (explicit or mode_inductor):
+            raise ValueError("inductor_options / mode (max-autotune) need compiled lowering (compile=True)")
+        dump_dir = self.dump_dir if self.dump_dir is not None else (os.environ.get("DIT_FX_DUMP_DIR") or None)
+        if dump_dir is not None and not isinstance(dump_dir, (str, os.PathLike)):
+            raise ValueError(f"dump_dir must be a path, got {dump_dir!r}")
+        set_ = object.__setattr__
+        set_(self, "mode", self.mode or "default")
+        set_(self, "cuda_graphs", mode_graphs if self.cuda_graphs is None else self.cuda_graphs)
+        set_(self, "explicit_inductor_options", dict(explicit))
+        set_(self, "inductor_options", {**mode_inductor, **explicit})
+        set_(self, "dump_dir", os.fspath(dump_dir) if dump_dir is not None else None)
+
+    @property
+    def lowering(self) -> str:
+        return "inductor" if self.compile else "eager"
+
+    def key(self) -> Tuple[Any, ...]:
+        """Hashable identity: two captures with equal keys may share one session."""
+        return (self.compile, self.cuda_graphs, tuple(sorted(self.inductor_options.items(), key=lambda kv: kv[0])), self.dump_dir)
+
+    @classmethod
+    def from_backend(cls, options: Optional[Mapping[str, Any]], mode: Optional[str] = None) -> Tuple["CompileOptions", Any]:
+        """``torch.compile(model, backend="dit_fx", options=..., mode=...)``: (options, raw config).
+        torch refuses ``mode=`` together with ``options``, so the mode may also come as an option.
+        The backend compiles by default (``compile`` True)."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(BACKEND_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown dit_fx backend option(s) {unknown}; known: {list(BACKEND_OPTIONS)}")
+        if mode is not None and options.get("mode", mode) != mode:
+            raise ValueError(f"dit_fx backend option 'mode' ({options['mode']!r}) contradicts torch.compile's mode={mode!r}")
+        built = cls(
+            compile=options.get("compile", True),
+            cuda_graphs=options.get("cuda_graphs"),
+            mode=options.get("mode", mode) or "default",
+            inductor_options=options.get("inductor_options") or {},
+            dump_dir=options.get("dump_dir"),
+        )
+        return built, options.get("config")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+def mode_options(mode: Any) -> Tuple[bool, Dict[str, Any]]:
+    """torch.compile's ``mode`` as dit_fx settings: (cuda_graphs, inductor_options). Inductor's
+    CUDA graphs (reduce-overhead, max-autotune) become dit_fx's own graphs of head, body and tail."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"mode must be one of {COMPILE_MODES}, got {mode!r}")
+    options = dict(torch._inductor.list_mode_options(mode))
+    return bool(options.pop("triton.cudagraphs", False)), options
+
+
+def check_inductor_options(options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Inductor config values for every region compile, checked: unknown keys and values of the
+    wrong type raise ``ValueError`` naming the key. ``triton.cudagraphs`` is refused: dit_fx
+    replays head, body and tail as CUDA graphs itself (``cuda_graphs=True``)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"inductor_options must be a dict of Inductor config values, got {type(options).__name__}")
+    known = torch._inductor.config.get_config_copy()
+    for key, value in options.items():
+        if key == "triton.cudagraphs":
+            raise ValueError("inductor_options 'triton.cudagraphs': use cuda_graphs=True (dit_fx graphs head, body and tail itself)")
+        if key not in known:
+            raise ValueError(f"inductor_options {key!r} is not an Inductor config option (torch._inductor.config)")
+        if not _same_kind(known[key], value):
+            raise ValueError(f"inductor_options {key!r} must be a {type(known[key]).__name__} like its default, got {value!r}")
+    return dict(options)
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True  # None defaults and structured values: Inductor checks them

@@ -1,0 +1,303 @@
+"""The one compile path behind both entry points: Dynamo graph -> plan -> rewrite -> lowering.
+
+``dit_fx.optimize`` wraps ``transformer.forward`` in ``torch.compile(..., backend=<a Session>)``;
+``torch.compile(model, backend="dit_fx", options=...)`` reaches ``backend.dit_fx_backend``. Both
+end in ``Session.__call__``. A session belongs to one model: its config, its ``CompileOptions``,
+its ``StateSlot`` (the per-request state its cache contexts read), its ``Lowerer`` (compiled
+regions and CUDA-graph pool every capture shares), and a bounded store of capture records.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import copy
+import logging
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.fx as fx
+from torch.utils.weak import WeakIdKeyDictionary
+
+from .algorithms import Algorithm, algorithm_of
+from .config import AnyConfig, BlockListConfigs
+from .frontend.block_tracing import RegionInlineError, inline_subgraph_calls
+from .frontend.dynamo import (
+    StaticInputs,
+    bound_copy,
+    find_static_inputs,
+    graph_break_reason,
+    graph_input_sources,
+    has_python_side_effects,
+)
+from .fx_utils import lazy_graph_module
+from .lowering import Lowerer
+from .options import CompileOptions
+from .passes import LoweringContext, PassTiming, RewriteContext, lowering_passes, rewrite_nested
+from .patterns import Plan, PlannerInput, build_plans
+from .runtime import CacheStats
+from .runtime.state import GenerationState, StateSlot
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS = 32  # captures kept per session for dumps and inspection (oldest dropped first)
+
+
+@dataclass
+class CompileRecord:
+    """What one Dynamo capture produced (kept for ``dit_fx.dump`` and ``dit_fx.inspect``)."""
+
+    index: int  # capture number within the session (0, 1, ...), stable when older records drop
+    plans: Tuple[Plan, ...]  # one per cache context (block list), outermost first
+    captured: Optional[fx.GraphModule]
+    glue: Optional[fx.GraphModule]
+    activation_names: List[str] = field(default_factory=list)
+    activation_sources: Optional[List[str]] = None  # Dynamo source of each glue input
+    glues: Tuple[Tuple[str, fx.GraphModule], ...] = ()  # every glue graph by dotted path ("", "tail.")
+    passes: Dict[str, List[str]] = field(default_factory=dict)  # stage -> pass names that ran
+    rewrite_by_scope: Dict[str, List[str]] = field(default_factory=dict)  # str(scope) -> rewrite passes
+    timings: Tuple[PassTiming, ...] = ()
+    seconds: float = 0.0  # wall time of dit_fx's part of the capture
+
+    @property
+    def plan(self) -> Union[Plan, Dict[str, Plan]]:
+        """The plan; with per-list contexts, a dict of plans by block-list name (graph order)."""
+        if len(self.plans) == 1 and self.plans[0].scope is None:
+            return self.plans[0]
+        return {p.scope: p for p in self.plans}
+
+
+class RecordStore:
+    """The latest ``MAX_RECORDS`` capture records of a session (thread-safe appends)."""
+
+    def __init__(self, maxlen: int = MAX_RECORDS):
+        self._records: Deque[CompileRecord] = collections.deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self.total = 0  # captures ever made
+
+    def add(self, make: Callable[[int], CompileRecord]) -> CompileRecord:
+        with self._lock:
+            record = make(self.total)
+            self.total += 1
+            self._records.append(record)
+        return record
+
+    def __iter__(self):
+        return iter(list(self._records))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def last(self) -> Optional[CompileRecord]:
+        return self._records[-1] if self._records else None
+
+
+@dataclass
+class CallObservation:
+    """Filled by a runner for the caller that set it (per thread / task): which capture handled
+    the call and its flat outputs, so ``optimize`` can learn a direct call."""
+
+    record: Optional[CompileRecord] = None
+    flat_output: Any = None
+
+
+_OBSERVATION: contextvars.ContextVar = contextvars.ContextVar("dit_fx_observation", default=None)
+
+
+def observe_call() -> Tuple[CallObservation, Any]:
+    """Start observing the next runner call in this thread; pass the token to ``end_observation``."""
+    obs = CallObservation()
+    return obs, _OBSERVATION.set(obs)
+
+
+def end_observation(token: Any) -> None:
+    _OBSERVATION.reset(token)
+
+
+def _observed(record: CompileRecord, flat_output: Any) -> None:
+    obs = _OBSERVATION.get()
+    if obs is not None:
+        obs.record, obs.flat_output = record, flat_output
+
+
+class Session:
+    """Config, options, request state and compile records of one optimized transformer."""
+
+    def __init__(self, config: AnyConfig, options: Optional[CompileOptions] = None):
+        self.config = config
+        self.options = options if options is not None else CompileOptions()
+        self.lowerer = Lowerer.for_options(self.options)
+        # Scope None: all block lists joined into one context; else one context per named list.
+        self.scopes: Tuple[Tuple[Optional[str], Any], ...] = (
+            config.lists if isinstance(config, BlockListConfigs) else ((None, config),)
+        )
+        self.states = StateSlot(self.scopes[0][1])  # the placement fields agree across lists
+        self.records = RecordStore()
+        self.__name__ = "dit_fx"  # Dynamo names backends by __name__
+
+    # -- what the API reads ----------------------------------------------------------------------
+    @property
+    def state(self) -> GenerationState:
+        """The generation state the current call reads (the bound request's, or the default)."""
+        return self.states.current()
+
+    @property
+    def last_record(self) -> Optional[CompileRecord]:
+        return self.records.last
+
+    def config_of(self, scope: Optional[str]):
+        return dict(self.scopes)[scope]
+
+    def stats(self, state: Optional[GenerationState] = None) -> Union[CacheStats, Dict[str, CacheStats]]:
+        """A snapshot of ``state`` (default: the current one): one ``CacheStats``, or a dict by block list."""
+        state = state if state is not None else self.state
+        snaps = {scope: algorithm_of(cfg).stats(state, scope) for scope, cfg in self.scopes}
+        return snaps[None] if None in snaps else snaps
+
+    # -- Dynamo's backend call -------------------------------------------------------------------
+    def __call__(self, gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Callable:
+        start = time.perf_counter()
+        try:
+            record, runner = self.compile(gm, example_inputs)
+        except RegionInlineError:
+            raise  # reaches optimize's forward as a Dynamo error: it traces the blocks flat
+        except Exception as exc:  # a bug of ours must not break the user's model
+            log.debug("dit_fx compile failed", exc_info=True)
+            reason = f"dit_fx could not process the captured graph: {exc!r}"
+            _warn_unmodified(reason)
+            record = self.records.add(lambda i: CompileRecord(i, (Plan(reason=reason),), None, None))
+            runner = self._unmodified(record, gm)
+        record.seconds = time.perf_counter() - start
+        log.info("dit_fx capture %d: %s in %.2f s", record.index, _plan_line(record), record.seconds)
+        if self.options.dump_dir:
+            from .tools.dump import write_record
+
+            write_record(self, record, self.options.dump_dir)
+        return runner
+
+    def compile(self, captured: fx.GraphModule, example_inputs: Sequence[Any]):
+        reason = graph_break_reason()
+        gm = inline_subgraph_calls(captured)  # blocks traced once (block_tracing.py) -> one flat graph
+        # Direct calls (see runtime/direct_calls.py) need every input's source and no Python side effects.
+        sources = None if has_python_side_effects() else graph_input_sources(len(example_inputs))
+        static = find_static_inputs(gm, example_inputs)
+        register_parameters(self, [t for t in example_inputs if isinstance(t, torch.nn.Parameter)])
+        bound = bound_copy(gm, static)
+        request = PlannerInput(tuple(algorithm_of(c).scope_request(s, c) for s, c in self.scopes))
+        plans = (Plan(reason=reason),) if reason else build_plans(bound.graph, request)
+        names = [n.name for n in bound.graph.nodes if n.op == "placeholder"]
+        if not plans[0].supported:
+            _warn_unmodified(plans[0].reason)
+            record = self.records.add(lambda i: CompileRecord(i, plans, bound, None, names))
+            return record, self._unmodified(record, gm)  # flat: no region copies on every refused step
+        try:
+            # Rewrite a copy of the graph (parameters stay shared): a failure leaves the capture intact.
+            # An inlined graph is already a copy of its own.
+            working = gm if gm is not captured else lazy_graph_module(gm, copy.deepcopy(gm.graph), "DBCacheGlue")
+            glue, glues, contexts = rewrite_nested(working, plans, static.by_placeholder, self._rewrite_context)
+            lowering = lowering_passes(self.options)
+            lctx = LoweringContext(
+                options=self.options,
+                compiler=self.lowerer.compiler,
+                graphs=self.lowerer.graphs,
+                glues=tuple(g for _, g in glues),
+                block_of=plans[0].block_map(),
+                eager_nodes=frozenset(n for p in plans for n in p.deferred_to_body),
+            )
+            glue = lowering(glue, lctx)
+        except Exception as exc:  # never silently wrong: fall back to the captured graph, loudly
+            log.debug("dit_fx rewrite failed", exc_info=True)
+            failed = Plan(blocks=plans[0].blocks, block_lists=plans[0].block_lists, reason=f"rewrite failed: {exc!r}")
+            _warn_unmodified(failed.reason)
+            record = self.records.add(lambda i: CompileRecord(i, (failed,), bound, None, names))
+            return record, self._unmodified(record, captured)
+        stages = {"rewrite": [t.name for t in contexts[0].timings], "lowering": lowering.names}
+        by_scope = {str(c.plan.scope): [t.name for t in c.timings] for c in contexts}
+        timings = tuple(t for c in contexts for t in c.timings) + tuple(lctx.timings)
+        record = self.records.add(
+            lambda i: CompileRecord(i, plans, bound, glue, names, glues=tuple(glues), passes=stages,
+                                    rewrite_by_scope=by_scope, timings=timings)
+        )
+        if sources is not None:
+            record.activation_sources = [sources[i] for i in static.activation_indices]
+        return record, self._runner(record, captured, static)
+
+    def _rewrite_context(self, plan: Plan, static_inputs: dict):
+        config = self.config_of(plan.scope)
+        algorithm: Algorithm = algorithm_of(config)
+        cache = algorithm.make_context(config, plan, self.states, outputs_are_reused=self.options.cuda_graphs)
+        return algorithm.rewrite_passes(), RewriteContext(plan, config, cache, static_inputs)
+
+    def _unmodified(self, record: CompileRecord, gm: fx.GraphModule) -> Callable:
+        def run(*args):
+            out = gm.forward(*args)
+            _observed(record, None)
+            return out
+
+        return run
+
+    def _runner(self, record: CompileRecord, gm: fx.GraphModule, static: StaticInputs) -> Callable:
+        """What Dynamo calls: checks the bound parameters are still the model's, runs the glue."""
+        glue, idx = record.glue, static.activation_indices
+        static_at = [i for i in range(len(idx) + len(static.by_placeholder)) if i not in set(idx)]
+        bound = [t for _, t in static.by_placeholder.values()]
+
+        def run(*args):
+            if any(args[i] is not t for i, t in zip(static_at, bound)):
+                # Parameters were replaced (not updated in place) after capture: the rewrite holds
+                # the old ones. Run the captured graph with the new ones instead: correct, uncached.
+                _warn_unmodified("the model's parameters were replaced after capture; call dit_fx.optimize again")
+                return gm.forward(*args)
+            out = glue(*[args[i] for i in idx])
+            _observed(record, out)
+            return out
+
+        return run
+
+
+def _plan_line(record: CompileRecord) -> str:
+    plan = record.plans[0]
+    if not plan.supported:
+        return f"unmodified ({plan.reason})"
+    return f"{plan.num_blocks} blocks, passes {record.passes}"
+
+
+def _warn_unmodified(reason: Optional[str]) -> None:
+    warnings.warn(f"dit_fx: running the model unmodified (no caching): {reason}", RuntimeWarning, stacklevel=3)
+
+
+# Parameter -> Session, so ``dit_fx.summary(model)`` finds the state of a torch.compile'd model
+# without storing anything on the user's module.
+_SESSIONS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()
+
+
+def register_parameters(session: Session, params: Sequence[torch.nn.Parameter]) -> None:
+    for p in params:
+        _SESSIONS[p] = session
+
+
+def session_of(model: torch.nn.Module) -> Optional[Session]:
+    """The session that compiled ``model`` through the backend (found by its parameters)."""
+    for p in model.parameters():
+        session = _SESSIONS.get(p)
+        if session is not None:
+            return session
+    return None
+
+
+def session_of_parameters(params: Sequence[Any]) -> Optional[Session]:
+    """The session of the first parameter among ``params`` (a graph's example inputs)."""
+    for p in params:
+        if isinstance(p, torch.nn.Parameter):
+            return _SESSIONS.get(p)
+    return None
+
+
+def forget_session(session: Session) -> None:
+    for key in [k for k, v in _SESSIONS.items() if v is session]:
+        del _SESSIONS[key]

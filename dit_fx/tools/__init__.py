@@ -1,0 +1,1 @@
+"""Tools around the engine: dumps, reports, the supported-models matrix, the demo."""
