@@ -122,17 +122,25 @@ def _pruned(gm: fx.GraphModule, keep: Tuple[int, ...], as_tuple: bool) -> fx.Gra
 
 
 class CompiledRegion(torch.nn.Module):
-    """One region, compiled (or fetched from the compiler's artifacts) on its first call."""
+    """One region, compiled (or fetched from the compiler's artifacts) on its first call.
 
-    def __init__(self, gm: fx.GraphModule, compiler: RegionCompiler):
+    ``static``: tensors (the region's weights) passed after the call's own arguments, held here
+    so the calling graph fetches and passes only activations (``compile_regions`` reorders the
+    region's inputs so its weights come last)."""
+
+    def __init__(self, gm: fx.GraphModule, compiler: RegionCompiler, static: Tuple[torch.Tensor, ...] = ()):
         super().__init__()
         self.gm = gm
         self.structure = structure_key(gm)
         self._compiler = compiler
         self._compiled: Optional[Callable] = None
         self._to_contiguous: Tuple[int, ...] = ()
+        self._strides: Dict[int, Tuple[int, ...]] = {}
+        self._static = tuple(static)
 
     def forward(self, *args):
+        if self._static:
+            args = args + self._static
         if self._compiled is None:
             # Inductor specialises on strides, so blocks fed slices (FLUX's single blocks read
             # views of one concatenated stream) would compile apart from identical neighbours.
@@ -140,6 +148,7 @@ class CompiledRegion(torch.nn.Module):
             self._to_contiguous = tuple(
                 i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.stride() != _contiguous_strides(a)
             )
+            self._strides = {i: _contiguous_strides(args[i]) for i in self._to_contiguous}  # static shapes
             self._compiled = self._compiler.artifact(self.structure, self.gm, self._contiguous(args))
         out = self._compiled(*(self._contiguous(args) if self._to_contiguous else args))
         return tuple(out) if isinstance(out, list) else out  # Inductor returns lists
@@ -148,8 +157,8 @@ class CompiledRegion(torch.nn.Module):
         out = list(args)
         for i in self._to_contiguous:
             a = out[i]
-            # A contiguous tensor may still carry an odd stride on a size-1 dim: view it flat and back.
-            out[i] = a.reshape(-1).view(a.shape) if a.is_contiguous() else a.contiguous()
+            # A contiguous tensor may still carry an odd stride on a size-1 dim: re-view it (one op, no copy).
+            out[i] = a.as_strided(a.shape, self._strides[i]) if a.is_contiguous() else a.contiguous()
         return tuple(out)
 
 
