@@ -56,7 +56,7 @@ def optimize(
     model: torch.nn.Module,
     config: Union[DBCacheConfig, BlockListConfigs, Mapping[str, Any], None] = None,
     *,
-    compile: bool = False,
+    compile: Optional[bool] = None,
     cuda_graphs: Optional[bool] = None,
     inductor_options: Optional[Mapping[str, Any]] = None,
     mode: str = "default",
@@ -69,8 +69,9 @@ def optimize(
     rewritten into head / body / tail around a cache decision, and run as Python
     (``compile=False``) or with the partitions compiled by Inductor (``compile=True``: one compile
     per distinct block, like regional compilation). ``cuda_graphs=True`` replays head, body and
-    tail as CUDA graphs (CUDA inputs only). ``inductor_options`` / ``mode`` / ``dump_dir``: see
-    ``dit_fx.CompileOptions``. Anything the rewrite cannot handle runs the original forward with
+    tail as CUDA graphs (CUDA inputs only). Defaults (None): compiled + CUDA graphs when the model
+    runs on CUDA, eager elsewhere (why: ``dit_fx.CompileOptions``). ``inductor_options`` /
+    ``mode`` / ``dump_dir``: see ``dit_fx.CompileOptions``. Anything the rewrite cannot handle runs the original forward with
     one warning saying why; ``disable`` restores everything exactly.
 
     ``config``: a ``DBCacheConfig`` (or a dict of its fields) treats all block lists as one stack;

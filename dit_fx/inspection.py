@@ -29,6 +29,7 @@ class CaptureInfo:
     pass_seconds: Tuple[Tuple[str, str, float], ...]  # (stage, pass, seconds)
     seconds: float  # dit_fx's part of the capture (plan + rewrite + lowering; Inductor compiles are lazy)
     glue: Any = field(default=None, repr=False, compare=False)  # the rewritten glue graph (None: unmodified)
+    options: Optional[CompileOptions] = None  # as decided for this capture (compile, cuda_graphs)
     captured: Any = field(default=None, repr=False, compare=False)  # the captured graph, parameters bound
 
 
@@ -94,6 +95,7 @@ def inspect(model: Any):
             seconds=r.seconds,
             glue=r.glue,
             captured=r.captured,
+            options=r.options,
         )
         for r in session.records
     )

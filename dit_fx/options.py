@@ -7,6 +7,7 @@ the field. The cache algorithm's own settings live in ``config.py`` (``DBCacheCo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -20,21 +21,35 @@ BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "mode", "inductor_options
 @dataclass(frozen=True)
 class CompileOptions:
     """compile: run head/body/tail compiled by Inductor, one compile per distinct block (False:
-        eager Python partitions).
+        eager Python partitions). None (``optimize``'s default): decided per capture, True when
+        the model runs on CUDA.
     cuda_graphs: replay head, body and tail as CUDA graphs (CUDA inputs only; the cache decision
-        stays between graphs). None: what ``mode`` implies (reduce-overhead / max-autotune: on).
+        stays between graphs). None: what ``mode`` implies (reduce-overhead / max-autotune: on),
+        else decided per capture, True when the model runs on CUDA and is compiled.
     mode: torch.compile's modes mapped onto dit_fx (reduce-overhead = dit_fx's CUDA graphs,
         max-autotune(-no-cudagraphs) = Inductor's autotuning options for every distinct region).
     inductor_options: Inductor config values for every region compile (torch.compile's
         ``options``), checked against ``torch._inductor.config``; explicit values win over the mode's.
+        Like an autotuning mode, they need ``compile=True`` said explicitly.
     dump_dir: write plan and graphs there after each capture (env ``DIT_FX_DUMP_DIR`` too).
 
-    After construction ``cuda_graphs`` is a bool and ``inductor_options`` holds the mode's values
-    merged with the explicit ones (``explicit_inductor_options`` keeps what was passed).
+    Why "on CUDA: compiled + CUDA graphs" is the default (docs/benchmarks.md): in every GPU run
+    of the benchmarks (FLUX.1-dev-sized at 512² and 1024², PixArt-Sigma-sized at 512²) dit_fx
+    compiled + CUDA graphs was the fastest configuration, end to end and per cached and computed
+    step; eager partitions lose Inductor's fusions (FLUX 1024² without cache: eager 5.17 s vs
+    compiled 3.75 s) and, on launch-bound models, the graphs (PixArt: 0.127 s compiled vs 0.052 s
+    with graphs). Its cost is the first call (a cold compile of each distinct region; Inductor's
+    disk cache serves later processes): pass ``compile=False`` to start at once. Off CUDA the
+    default stays eager: Inductor's compile time dominates short CPU runs, and eager partitions
+    are bit-exact with the unmodified model in fp32.
+
+    After construction ``inductor_options`` holds the mode's values merged with the explicit ones
+    (``explicit_inductor_options`` keeps what was passed); ``resolved(device_type)`` gives the
+    options one capture uses, with ``compile`` and ``cuda_graphs`` decided.
     Fields still to come (quantization, parallelism) are added here, checked here.
     """
 
-    compile: bool = False
+    compile: Optional[bool] = None
     cuda_graphs: Optional[bool] = None
     mode: str = "default"
     inductor_options: Mapping[str, Any] = field(default_factory=dict)
@@ -42,26 +57,38 @@ class CompileOptions:
     explicit_inductor_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_bool("compile", self.compile)
-        if self.cuda_graphs is not None:
-            _check_bool("cuda_graphs", self.cuda_graphs)
+        for name in ("compile", "cuda_graphs"):
+            if getattr(self, name) is not None:
+                _check_bool(name, getattr(self, name))
         mode_graphs, mode_inductor = mode_options(self.mode or "default")
         explicit = check_inductor_options(self.inductor_options)
-        if not self.compile and (explicit or mode_inductor):
+        if self.compile is not True and (explicit or mode_inductor):
             raise ValueError("inductor_options / mode (max-autotune) need compiled lowering (compile=True)")
         dump_dir = self.dump_dir if self.dump_dir is not None else (os.environ.get("DIT_FX_DUMP_DIR") or None)
         if dump_dir is not None and not isinstance(dump_dir, (str, os.PathLike)):
             raise ValueError(f"dump_dir must be a path, got {dump_dir!r}")
         set_ = object.__setattr__
         set_(self, "mode", self.mode or "default")
-        set_(self, "cuda_graphs", mode_graphs if self.cuda_graphs is None else self.cuda_graphs)
+        if self.cuda_graphs is None and mode_graphs:
+            set_(self, "cuda_graphs", True)
         set_(self, "explicit_inductor_options", dict(explicit))
         set_(self, "inductor_options", {**mode_inductor, **explicit})
         set_(self, "dump_dir", os.fspath(dump_dir) if dump_dir is not None else None)
 
     @property
     def lowering(self) -> str:
-        return "inductor" if self.compile else "eager"
+        return "auto" if self.compile is None else ("inductor" if self.compile else "eager")
+
+    def resolved(self, device_type: str) -> "CompileOptions":
+        """The options of a capture whose inputs live on ``device_type``: ``compile`` and
+        ``cuda_graphs`` decided (None -> on for CUDA, see the class docstring)."""
+        if self.compile is not None and self.cuda_graphs is not None:
+            return self
+        on_cuda = device_type == "cuda"
+        compile_ = on_cuda if self.compile is None else self.compile
+        graphs = (on_cuda and compile_) if self.cuda_graphs is None else self.cuda_graphs
+        return dataclasses.replace(self, compile=compile_, cuda_graphs=graphs,
+                                   inductor_options=dict(self.explicit_inductor_options))
 
     def key(self) -> Tuple[Any, ...]:
         """Hashable identity: two captures with equal keys may share one session."""
@@ -78,9 +105,11 @@ class CompileOptions:
             raise ValueError(f"unknown dit_fx backend option(s) {unknown}; known: {list(BACKEND_OPTIONS)}")
         if mode is not None and options.get("mode", mode) != mode:
             raise ValueError(f"dit_fx backend option 'mode' ({options['mode']!r}) contradicts torch.compile's mode={mode!r}")
+        # torch.compile's convention: CUDA graphs only where the mode (or the option) asks.
+        mode_graphs, _ = mode_options(options.get("mode", mode) or "default")
         built = cls(
             compile=options.get("compile", True),
-            cuda_graphs=options.get("cuda_graphs"),
+            cuda_graphs=options.get("cuda_graphs", mode_graphs),
             mode=options.get("mode", mode) or "default",
             inductor_options=options.get("inductor_options") or {},
             dump_dir=options.get("dump_dir"),

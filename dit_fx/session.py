@@ -62,6 +62,7 @@ class CompileRecord:
     rewrite_by_scope: Dict[str, List[str]] = field(default_factory=dict)  # str(scope) -> rewrite passes
     timings: Tuple[PassTiming, ...] = ()
     seconds: float = 0.0  # wall time of dit_fx's part of the capture
+    options: Optional[CompileOptions] = None  # the options this capture was lowered with (decided)
 
     @property
     def plan(self) -> Union[Plan, Dict[str, Plan]]:
@@ -186,6 +187,7 @@ class Session:
         # Direct calls (see runtime/direct_calls.py) need every input's source and no Python side effects.
         sources = None if has_python_side_effects() else graph_input_sources(len(example_inputs))
         static = find_static_inputs(gm, example_inputs)
+        options = self.options.resolved(_device_type(example_inputs, static.activation_indices))
         register_parameters(self, [t for t in example_inputs if isinstance(t, torch.nn.Parameter)])
         bound = bound_copy(gm, static)
         request = PlannerInput(tuple(algorithm_of(c).scope_request(s, c) for s, c in self.scopes))
@@ -199,10 +201,11 @@ class Session:
             # Rewrite a copy of the graph (parameters stay shared): a failure leaves the capture intact.
             # An inlined graph is already a copy of its own.
             working = gm if gm is not captured else lazy_graph_module(gm, copy.deepcopy(gm.graph), "DBCacheGlue")
-            glue, glues, contexts = rewrite_nested(working, plans, static.by_placeholder, self._rewrite_context)
-            lowering = lowering_passes(self.options)
+            build = lambda plan, inputs: self._rewrite_context(plan, inputs, options)  # noqa: E731
+            glue, glues, contexts = rewrite_nested(working, plans, static.by_placeholder, build)
+            lowering = lowering_passes(options)
             lctx = LoweringContext(
-                options=self.options,
+                options=options,
                 compiler=self.lowerer.compiler,
                 graphs=self.lowerer.graphs,
                 glues=tuple(g for _, g in glues),
@@ -221,16 +224,16 @@ class Session:
         timings = tuple(t for c in contexts for t in c.timings) + tuple(lctx.timings)
         record = self.records.add(
             lambda i: CompileRecord(i, plans, bound, glue, names, glues=tuple(glues), passes=stages,
-                                    rewrite_by_scope=by_scope, timings=timings)
+                                    rewrite_by_scope=by_scope, timings=timings, options=options)
         )
         if sources is not None:
             record.activation_sources = [sources[i] for i in static.activation_indices]
         return record, self._runner(record, captured, static)
 
-    def _rewrite_context(self, plan: Plan, static_inputs: dict):
+    def _rewrite_context(self, plan: Plan, static_inputs: dict, options: CompileOptions):
         config = self.config_of(plan.scope)
         algorithm: Algorithm = algorithm_of(config)
-        cache = algorithm.make_context(config, plan, self.states, outputs_are_reused=self.options.cuda_graphs)
+        cache = algorithm.make_context(config, plan, self.states, outputs_are_reused=options.cuda_graphs)
         return algorithm.rewrite_passes(), RewriteContext(plan, config, cache, static_inputs)
 
     def _unmodified(self, record: CompileRecord, gm: fx.GraphModule) -> Callable:
@@ -258,6 +261,14 @@ class Session:
             return out
 
         return run
+
+
+def _device_type(example_inputs: Sequence[Any], activations: Sequence[int]) -> str:
+    """Where the model runs: the device of its first tensor activation (parameters may be offloaded)."""
+    for i in activations:
+        if isinstance(example_inputs[i], torch.Tensor):
+            return example_inputs[i].device.type
+    return next((t.device.type for t in example_inputs if isinstance(t, torch.Tensor)), "cpu")
 
 
 def _plan_line(record: CompileRecord) -> str:

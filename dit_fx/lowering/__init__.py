@@ -30,7 +30,7 @@ class Lowerer:
     def for_options(cls, options) -> "Lowerer":
         lowerer = cls()
         lowerer.compiler.options = dict(options.inductor_options)
-        if options.compile:
+        if options.compile is True:
             # Start Inductor's compile workers now, so they boot while Dynamo traces the model
             # (torch.compile's own inductor backend does the same when it is first called).
             from torch._inductor.async_compile import maybe_warm_pool

@@ -28,8 +28,8 @@ def write_record(session: "Session", record: "CompileRecord", directory: str) ->
     """Write one capture's folder, and make its plan the top-level ``plan.json``."""
     sub = os.path.join(directory, f"capture_{record.index}")
     os.makedirs(sub, exist_ok=True)
-    data = {"config": _config_dict(session), "options": _options_dict(session), "inputs": record.activation_names}
-    data["lowering"] = session.options.lowering
+    data = {"config": _config_dict(session), "options": _options_dict(session, record), "inputs": record.activation_names}
+    data["lowering"] = (record.options or session.options).lowering
     data["passes"] = dict(record.rewrite_by_scope)  # rewrite passes per cache context (str(scope))
     data["lowering_passes"] = list(record.passes.get("lowering", []))
     data["pass_seconds"] = [{"stage": t.stage, "pass": t.name, "seconds": round(t.seconds, 4)} for t in record.timings]
@@ -60,8 +60,8 @@ def _config_dict(session: "Session") -> dict:
     return asdict(session.config)
 
 
-def _options_dict(session: "Session") -> dict:
-    o = session.options
+def _options_dict(session: "Session", record: "CompileRecord" = None) -> dict:
+    o = (record.options if record is not None else None) or session.options
     return {"compile": o.compile, "cuda_graphs": o.cuda_graphs, "mode": o.mode, "inductor_options": dict(o.inductor_options)}
 
 
