@@ -37,7 +37,7 @@ from .frontend.dynamo import (
 from .fx_utils import lazy_graph_module
 from .lowering import Lowerer
 from .options import CompileOptions
-from .passes import LoweringContext, PassTiming, RewriteContext, lowering_passes, rewrite_nested
+from .passes import LoweringContext, PassList, PassTiming, RewriteContext, lowering_passes, rewrite_nested
 from .patterns import Plan, PlannerInput, build_plans
 from .runtime import CacheStats
 from .runtime.state import GenerationState, StateSlot
@@ -45,6 +45,7 @@ from .runtime.state import GenerationState, StateSlot
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 32  # captures kept per session for dumps and inspection (oldest dropped first)
+STAGES = ("rewrite", "lowering")
 
 
 @dataclass
@@ -139,7 +140,22 @@ class Session:
         )
         self.states = StateSlot(self.scopes[0][1])  # the placement fields agree across lists
         self.records = RecordStore()
+        self._stage_edits: List[Tuple[str, Callable[[PassList], Optional[PassList]]]] = []
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
+
+    def edit_stage(self, stage: str, edit: Callable[[PassList], Optional[PassList]]) -> None:
+        """Change the pass list of ``stage`` ("rewrite" or "lowering") for later captures, e.g.
+        ``session.edit_stage("lowering", lambda p: p.insert_before("compile_regions", quantize))``.
+        ``edit`` gets a fresh copy per capture (and per cache context for "rewrite")."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self._stage_edits.append((stage, edit))
+
+    def _stage(self, stage: str, passes: PassList) -> PassList:
+        for name, edit in self._stage_edits:
+            if name == stage:
+                passes = edit(passes) or passes
+        return passes
 
     # -- what the API reads ----------------------------------------------------------------------
     @property
@@ -203,7 +219,7 @@ class Session:
             working = gm if gm is not captured else lazy_graph_module(gm, copy.deepcopy(gm.graph), "DBCacheGlue")
             build = lambda plan, inputs: self._rewrite_context(plan, inputs, options)  # noqa: E731
             glue, glues, contexts = rewrite_nested(working, plans, static.by_placeholder, build)
-            lowering = lowering_passes(options)
+            lowering = self._stage("lowering", lowering_passes(options))
             lctx = LoweringContext(
                 options=options,
                 compiler=self.lowerer.compiler,
@@ -234,7 +250,7 @@ class Session:
         config = self.config_of(plan.scope)
         algorithm: Algorithm = algorithm_of(config)
         cache = algorithm.make_context(config, plan, self.states, outputs_are_reused=options.cuda_graphs)
-        return algorithm.rewrite_passes(), RewriteContext(plan, config, cache, static_inputs)
+        return self._stage("rewrite", algorithm.rewrite_passes()), RewriteContext(plan, config, cache, static_inputs)
 
     def _unmodified(self, record: CompileRecord, gm: fx.GraphModule) -> Callable:
         def run(*args):

@@ -53,3 +53,29 @@ def test_one_validator_for_optimize_and_options(kwargs, field):
         dit_fx.CompileOptions(**kwargs)
     with pytest.raises(ValueError, match=field):
         dit_fx.optimize(ToyDiT(num_blocks=10), dit_fx.DBCacheConfig(), **kwargs)
+
+
+def test_a_pass_inserted_by_name_runs_in_a_later_capture():
+    """The seam later passes (quantize, shard) use: edit a stage's pass list by name."""
+    from dit_fx.api import session_for
+
+    seen = []
+
+    def count_partitions(gm, ctx):
+        seen.append(sorted(name for name, _ in gm.named_children()))
+        return gm
+
+    torch.manual_seed(0)
+    model = ToyDiT(num_blocks=10)
+    expected = [model(**toy_inputs(s)) for s in range(2)]
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0))
+    session = session_for(model)
+    session.edit_stage("rewrite", lambda p: p.insert_after("split_partitions", count_partitions))
+    with pytest.raises(ValueError, match="stage"):
+        session.edit_stage("quantize", lambda p: p)
+    got = [model(**toy_inputs(s)) for s in range(2)]
+    assert seen and {"head", "body", "tail"} <= set(seen[0])
+    assert dit_fx.inspect(model).passes["rewrite"] == [
+        "split_partitions", "count_partitions", "bind_partition_parameters", "insert_dbcache_glue"]
+    for a, b in zip(got, expected):
+        assert torch.equal(a[0], b[0])

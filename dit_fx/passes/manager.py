@@ -4,7 +4,8 @@ A stage ("rewrite", "lowering") is a ``PassList``; its passes read and write a t
 (``RewriteContext`` / ``LoweringContext``) instead of ``gm.meta`` keys or attributes poked onto
 modules. Passes are inserted by name (``insert_after("bind_partition_parameters", quantize)``).
 Every run records each pass's name and wall time in ``ctx.timings``; with debug logging of
-``dit_fx.passes`` the graph after each pass is logged too (formatted only when logged).
+``dit_fx.passes`` the graph before the first pass and after each pass is logged too (formatted
+only when logged).
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class PassList:
         return self
 
     def __call__(self, gm: fx.GraphModule, ctx: Any) -> fx.GraphModule:
+        if self._passes and log.isEnabledFor(logging.DEBUG):
+            log.debug("dit_fx %s: before %s:\n%s", self.stage, self._passes[0].__name__, _LazyCode(gm))
         for run in self._passes:
             start = time.perf_counter()
             gm = run(gm, ctx)
