@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import sys
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from common import FLUX_DEV_CONFIG, Timer, build_flux, environment, flux_inputs, write_json  # noqa: E402
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION}
@@ -33,17 +29,8 @@ SHAPES = [("flux_1024", 24, 4608, 4608, 128), ("flux_512", 24, 1536, 1536, 128),
 
 
 def cuda_median_ms(fn, reps: int = 30) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    """Median CUDA-event time of ``fn`` after 3 untimed calls."""
+    return Timer(torch.device("cuda")).median_ms(fn, reps=reps, warmup=3)
 
 
 def default_choice(q, k, v) -> str:
@@ -80,12 +67,10 @@ def sdpa_alone():
 
 def compiled_steps(sizes, backends):
     """Regional compile of the FLUX-sized model, one fresh compile per backend and size."""
-    from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs
-
-    model = build_model(FLUX_DEV_CONFIG, torch.device("cuda"), torch.bfloat16, seed=0)
+    model = build_flux(FLUX_DEV_CONFIG, torch.device("cuda"), torch.bfloat16, seed=0)
     out = []
     for size in sizes:
-        inputs = make_inputs(size, FLUX_DEV_CONFIG, 512, torch.device("cuda"), torch.bfloat16, seed=0)
+        inputs = flux_inputs(size, FLUX_DEV_CONFIG, 512, torch.device("cuda"), torch.bfloat16, seed=0)
         results = {}
         for label in backends:
             if label.endswith("+fused_qkv") and not getattr(model, "fused_qkv", False):
@@ -126,19 +111,18 @@ def compiled_steps(sizes, backends):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out")
     p.add_argument("--sizes", type=int, nargs="*", default=[1024, 512])
     p.add_argument("--compiled", nargs="*", default=["default", "cudnn", "default+fused_qkv", "cudnn+fused_qkv"],
                    help="backend[+fused_qkv] per compile; fused_qkv rows must come last")
     a = p.parse_args()
     result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "cudnn": torch.backends.cudnn.version(), "sdpa_alone": sdpa_alone()}
+              "cudnn": torch.backends.cudnn.version(), "environment": environment(torch.device("cuda")),
+              "sdpa_alone": sdpa_alone()}
     if a.sizes and a.compiled:
         result["regional_compiled_step"] = compiled_steps(a.sizes, a.compiled)
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(result, f, indent=1)
+    write_json(a.out, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ and the total of each run is timed with events around the whole loop (no sync in
 "ideal FnB0" is the model truncated to its first Fn blocks, compiled whole: the floor of a
 cached step. Each cache row checks its own stats against the mask.
 
-    python benchmarks/bench_compiled.py --model flux --size 1024 --out benchmarks/results/compiled_flux_1024.json
+    python benchmarks/bench_compiled.py --model flux --size 1024 --out benchmarks/results/compiled_h100_flux_1024.json
     python benchmarks/bench_compiled.py --model pixart --size 512 --fn 1 --out ...
     python benchmarks/bench_compiled.py --model tiny          # CPU smoke run
 """
@@ -23,35 +23,34 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import statistics
-import sys
 import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "warning")
-
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+from common import (  # noqa: E402  (also puts the repository root on sys.path)
+    DTYPES,
+    FLUX_BLOCK_LISTS,
+    FLUX_DEV_CONFIG,
+    PIXART_BLOCK_LISTS,
+    PIXART_SIGMA_CONFIG,
+    TINY_FLUX_CONFIG,
+    TINY_PIXART_CONFIG,
+    Timer,
+    all_blocks,
+    build_flux,
+    build_pixart,
+    environment,
+    flow_sampler,
+    flux_inputs,
+    log,
+    median,
+    pixart_inputs,
+    truncated_blocks,
+    write_json,
+)
 import dit_fx  # noqa: E402
-from dit_fx.api import _OPTIMIZED  # noqa: E402
-
-_T0 = time.perf_counter()
-
-PIXART_SIGMA = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-                    cross_attention_dim=1152, caption_channels=4096, sample_size=64, patch_size=2,
-                    norm_type="ada_norm_single", use_additional_conditions=False)
-TINY_PIXART = dict(PIXART_SIGMA, num_attention_heads=2, attention_head_dim=8, num_layers=4, cross_attention_dim=16,
-                   caption_channels=32, sample_size=8)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
 
 
 def steps_mask(steps: int) -> List[int]:
@@ -63,97 +62,37 @@ def steps_mask(steps: int) -> List[int]:
 
 # ------------------------------------------------------------------------------------ models
 class Workload:
-    """A model, its block lists, and a sampler loop ``run(model) -> latents``."""
+    """A model, its block lists, and the sampler loop every system runs."""
 
     def __init__(self, args, device, dtype):
         self.args, self.device, self.dtype = args, device, dtype
-        torch.manual_seed(0)
         if args.model in ("flux", "tiny"):
-            from bench_dbcache import FLUX_DEV_CONFIG, TINY_CONFIG, build_model, make_inputs
-
-            cfg = FLUX_DEV_CONFIG if args.model == "flux" else TINY_CONFIG
-            self.model = build_model(cfg, device, dtype, seed=0)
+            cfg = FLUX_DEV_CONFIG if args.model == "flux" else TINY_FLUX_CONFIG
+            self.model = build_flux(cfg, device, dtype, seed=0)
             text = 512 if args.model == "flux" else 8
             size = args.size if args.model == "flux" else 64
-            self.fixed = make_inputs(size, cfg, text, device, dtype, seed=0)
-            self.latents = self.fixed.pop("hidden_states")
-            self.fixed.pop("timestep")
-            self.lists = ["transformer_blocks", "single_transformer_blocks"]
-            self.t_scale, self.out_channels = 1.0 / 1000, self.latents.shape[-1]
+            fixed = flux_inputs(size, cfg, text, device, dtype, seed=0)
+            latents = fixed.pop("hidden_states")
+            fixed.pop("timestep")
+            self.lists = list(FLUX_BLOCK_LISTS)
+            self.sampler = flow_sampler(latents, fixed, args.steps, device, t_scale=1.0 / 1000)
         else:
-            from diffusers import PixArtTransformer2DModel
-
-            cfg = PIXART_SIGMA if args.model == "pixart" else TINY_PIXART
-            with torch.device(device):
-                self.model = PixArtTransformer2DModel(**cfg).to(dtype).eval().requires_grad_(False)
+            cfg = PIXART_SIGMA_CONFIG if args.model == "pixart" else TINY_PIXART_CONFIG
+            self.model = build_pixart(cfg, device, dtype, seed=0)
             side = args.size // 8 if args.model == "pixart" else 8
             text = 300 if args.model == "pixart" else 8
-            g = torch.Generator().manual_seed(1)
-            self.latents = torch.randn(1, cfg["in_channels"], side, side, generator=g).to(device, dtype)
-            self.fixed = dict(encoder_hidden_states=torch.randn(1, text, cfg["caption_channels"], generator=g).to(device, dtype),
-                              added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)
-            self.lists = ["transformer_blocks"]
-            self.t_scale, self.out_channels = 1.0, cfg["in_channels"]
-        n = args.steps
-        sigmas = [1.0 - i / n for i in range(n + 1)]
-        self.timesteps = [torch.full((1,), s * 1000 * self.t_scale, device=device) for s in sigmas[:-1]]  # fp32, distinct
-        self.dts = [sigmas[i + 1] - sigmas[i] for i in range(n)]
+            fixed = pixart_inputs(side, cfg, text, device, dtype, seed=1)
+            latents = fixed.pop("hidden_states")
+            self.lists = list(PIXART_BLOCK_LISTS)
+            self.sampler = flow_sampler(latents, fixed, args.steps, device, t_scale=1.0, out_channels=cfg["in_channels"])
+        self.latents = self.sampler.latents
         self.num_blocks = sum(len(getattr(self.model, name)) for name in self.lists)
 
     def call(self, fn: Callable, x: torch.Tensor, i: int):
-        out = fn(hidden_states=x, timestep=self.timesteps[i], **self.fixed)
-        out = out[0] if isinstance(out, (tuple, list)) else out.sample
-        return out[:, : self.out_channels] if out.dim() == 4 else out
-
-    def sample(self, fn: Callable, events: Optional[List] = None) -> torch.Tensor:
-        x = self.latents.clone()
-        for i, dt in enumerate(self.dts):
-            if events is not None:
-                events[i][0].record()
-            x = x + dt * self.call(fn, x, i).to(x.dtype)
-            if events is not None:
-                events[i][1].record()
-        return x
+        return self.sampler.call(fn, x, i)
 
     def blocks(self):
-        return [blk for name in self.lists for blk in getattr(self.model, name)]
-
-
-# ------------------------------------------------------------------------------------ timing
-class Timer:
-    def __init__(self, cuda: bool):
-        self.cuda = cuda
-
-    def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def wall(self, fn: Callable) -> float:
-        self.sync()
-        t = time.perf_counter()
-        fn()
-        self.sync()
-        return time.perf_counter() - t
-
-    def sample(self, work: Workload, fn: Callable):
-        """One end-to-end run: total seconds and per-call ms."""
-        n = len(work.dts)
-        if not self.cuda:
-            t = time.perf_counter()
-            out = work.sample(fn)
-            return time.perf_counter() - t, [], out
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        self.sync()
-        start.record()
-        out = work.sample(fn, events)
-        end.record()
-        self.sync()
-        return start.elapsed_time(end) / 1000, [a.elapsed_time(b) for a, b in events], out
-
-
-def med(xs):
-    return statistics.median(xs) if xs else None
+        return all_blocks(self.model, self.lists)
 
 
 # ------------------------------------------------------------------------------------ runner
@@ -161,35 +100,18 @@ class Runner:
     def __init__(self, args):
         self.args = args
         self.device = torch.device(args.device)
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-        self.timer = Timer(self.device.type == "cuda")
+        self.dtype = DTYPES[args.dtype]
+        self.timer = Timer(self.device)
         log(f"building {args.model}")
         self.work = Workload(args, self.device, self.dtype)
         self.mask = steps_mask(args.steps)
         self.result: Dict[str, Any] = dict(
             model=args.model, size=args.size, steps=args.steps, mask=self.mask, computed_steps=sum(self.mask),
-            dtype=args.dtype, env=self.env(), rows={}, notes=[])
+            dtype=args.dtype, env=environment(self.device), rows={}, notes=[])
         self.reference: Optional[torch.Tensor] = None
 
-    def env(self):
-        import diffusers
-
-        info = dict(torch=torch.__version__, diffusers=diffusers.__version__, python=sys.version.split()[0])
-        try:
-            import cache_dit
-
-            info["cache_dit"] = getattr(cache_dit, "__version__", "?")
-        except Exception as exc:  # noqa: BLE001
-            info["cache_dit"] = f"unavailable: {exc!r}"
-        if self.device.type == "cuda":
-            info["gpu"] = torch.cuda.get_device_name()
-        return info
-
     def save(self):
-        if self.args.out:
-            os.makedirs(os.path.dirname(os.path.abspath(self.args.out)), exist_ok=True)
-            with open(self.args.out, "w") as f:
-                json.dump(self.result, f, indent=2, default=str)
+        write_json(self.args.out, self.result)
 
     def free(self):
         torch._dynamo.reset()
@@ -213,17 +135,17 @@ class Runner:
                 for r in range(1 + self.args.repeats):
                     if before_run:
                         before_run()
-                    total, calls, out = timer.sample(work, fn)
+                    total, calls, out = timer.sample(work.sampler, fn)
                     if r > 0:
                         totals.append(total)
                         per_call.append(calls)
-            entry: Dict[str, Any] = dict(cold_s=round(cold, 3), e2e_s=round(med(totals), 4), e2e_runs_s=[round(t, 4) for t in totals])
+            entry: Dict[str, Any] = dict(cold_s=round(cold, 3), e2e_s=round(median(totals), 4), e2e_runs_s=[round(t, 4) for t in totals])
             if per_call and per_call[0]:
                 flat = [c for run in per_call for c in run]
-                entry["step_ms"] = round(med(flat), 3)
+                entry["step_ms"] = round(median(flat), 3)
                 if mask is not None:
-                    entry["computed_ms"] = round(med([c for run in per_call for c, m in zip(run, mask) if m]), 3)
-                    entry["cached_ms"] = round(med([c for run in per_call for c, m in zip(run, mask) if not m]), 3)
+                    entry["computed_ms"] = round(median([c for run in per_call for c, m in zip(run, mask) if m]), 3)
+                    entry["cached_ms"] = round(median([c for run in per_call for c, m in zip(run, mask) if not m]), 3)
             if check:
                 entry.update(check())
             if out is not None:
@@ -258,17 +180,10 @@ class Runner:
 
     def ideal(self, fn: int):
         model = self.work.model
-        saved = {name: getattr(model, name) for name in self.work.lists}
         try:
-            keep = fn
-            for name in self.work.lists:
-                blocks = list(saved[name])
-                setattr(model, name, torch.nn.ModuleList(blocks[:keep]))
-                keep = max(0, keep - len(blocks))
-            self.row(f"ideal F{fn}B0 torch.compile", torch.compile(model, fullgraph=True))
+            with truncated_blocks(model, fn, self.work.lists):
+                self.row(f"ideal F{fn}B0 torch.compile", torch.compile(model, fullgraph=True))
         finally:
-            for name, blocks in saved.items():
-                setattr(model, name, blocks)
             self.free()
 
     def dit_fx_rows(self, fn: int):
@@ -287,11 +202,11 @@ class Runner:
 
                 def check():
                     s = dit_fx.summary(model)
-                    session = _OPTIMIZED[model].session
+                    seen = dit_fx.inspect(model)
                     cached = [i for i, m in enumerate(self.mask) if not m]
                     return dict(cached_steps=s.cached_steps, matches_mask=s.cached_steps == cached,
-                                inductor_compiles=session.lowerer.compiler.compiles, graph_captures=session.lowerer.graphs.captures,
-                                captures=len(session.records))
+                                inductor_compiles=seen.regions.compiles, graph_captures=seen.cuda_graphs.captures,
+                                captures=seen.captures_total)
 
                 self.row(key, model, mask=self.mask, setup_s=setup, check=check, before_run=lambda: dit_fx.reset(model))
                 dit_fx.disable(model)

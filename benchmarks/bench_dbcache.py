@@ -26,67 +26,31 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
-import json
-import math
 import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
-# cache-dit logs every enable/disable at INFO; keep the remote log readable (override with --verbose).
-os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "warning")
-
-import torch
-from torch import nn
-
-# `python benchmarks/bench_dbcache.py` puts benchmarks/ on sys.path, not the repo root holding dit_fx/
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-_T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------------------------------
-
-FLUX_DEV_CONFIG: Dict[str, Any] = dict(
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    pooled_projection_dim=768,
-    in_channels=64,
-    guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
+from common import (  # noqa: E402  (also puts the repository root on sys.path)
+    DTYPES,
+    FLUX_DEV_CONFIG,
+    TINY_FLUX_CONFIG,
+    Timer,
+    build_flux,
+    environment,
+    first_tensor,
+    flux_inputs,
+    log,
+    percentile,
+    truncated_blocks,
+    write_json,
 )
 
-TINY_CONFIG: Dict[str, Any] = dict(
-    patch_size=1,
-    in_channels=4,
-    num_layers=2,
-    num_single_layers=3,
-    attention_head_dim=16,
-    num_attention_heads=2,
-    joint_attention_dim=32,
-    pooled_projection_dim=32,
-    guidance_embeds=True,
-    axes_dims_rope=[4, 4, 8],
-)
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 CACHED_THRESHOLD = 0.5  # < 1.0 on purpose: cache-dit skips the diff computation for thresholds >= 1.0
 
@@ -146,79 +110,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------------
 
 
-def build_model(cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int) -> nn.Module:
-    """Build the transformer directly on ``device`` in ``dtype`` (no fp32 CPU copy of 12B params)."""
-    from diffusers import FluxTransformer2DModel
-
-    torch.manual_seed(seed)
-    prev = torch.get_default_dtype()
-    try:
-        # parameters are created (and default-initialized) directly on the device in the target dtype
-        try:
-            torch.set_default_dtype(dtype)
-        except (TypeError, RuntimeError) as e:
-            # fallback: fp32 on the device (48 GB for 12B), converted parameter by parameter below
-            log(f"set_default_dtype({dtype}) failed ({e}); building in {prev} and casting")
-        with torch.device(device):
-            model = FluxTransformer2DModel(**cfg)
-    finally:
-        torch.set_default_dtype(prev)
-    model.to(device=device, dtype=dtype)  # no-op unless something ignored the default dtype
-    model.eval().requires_grad_(False)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(0.5)
-    return model
-
-
-def make_inputs(size: int, cfg: Dict[str, Any], text_tokens: int, device: torch.device,
-                dtype: torch.dtype, seed: int) -> Dict[str, Any]:
-    """FLUX pipeline-shaped inputs: VAE /8 then 2x2 packing -> (size/16)^2 image tokens."""
-    h = w = size // 16
-    n = h * w
-    g = torch.Generator(device="cpu").manual_seed(seed + size)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
-
-    img_ids = torch.zeros(h, w, 3)
-    img_ids[..., 1] = torch.arange(h)[:, None]
-    img_ids[..., 2] = torch.arange(w)[None, :]
-    return dict(
-        hidden_states=rnd(1, n, cfg["in_channels"]),
-        encoder_hidden_states=rnd(1, text_tokens, cfg["joint_attention_dim"]),
-        pooled_projections=rnd(1, cfg["pooled_projection_dim"]),
-        timestep=torch.full((1,), 0.5, device=device, dtype=dtype),  # pipeline passes t / 1000
-        img_ids=img_ids.reshape(n, 3).to(device=device, dtype=dtype),
-        txt_ids=torch.zeros(text_tokens, 3, device=device, dtype=dtype),
-        guidance=torch.full((1,), 3.5, device=device, dtype=torch.float32),
-        return_dict=False,
-    )
-
-
-def first_tensor(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        return first_tensor(out[0])
-    if hasattr(out, "sample"):
-        return out.sample
-    raise TypeError(f"cannot find output tensor in {type(out).__name__}")
-
-
-@contextlib.contextmanager
-def truncated_blocks(model: nn.Module, n_double: int, n_single: int):
-    """Temporarily keep only the first blocks (same block objects, no copy); always restored."""
-    tb, sb = model.transformer_blocks, model.single_transformer_blocks
-    try:
-        model.transformer_blocks = nn.ModuleList(list(tb)[:n_double])
-        model.single_transformer_blocks = nn.ModuleList(list(sb)[:n_single])
-        yield model
-    finally:
-        model.transformer_blocks = tb
-        model.single_transformer_blocks = sb
-
-
 def model_state(model: nn.Module) -> Dict[str, Any]:
     """Cheap fingerprint of everything an in-place patcher could leave behind."""
     n_hooks = 0
@@ -243,24 +134,15 @@ def model_state(model: nn.Module) -> Dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def percentile(xs: List[float], q: float) -> float:
-    s = sorted(xs)
-    if len(s) == 1:
-        return s[0]
-    k = (len(s) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, device: torch.device):
         self.args = args
         self.device = device
         self.cuda = device.type == "cuda"
+        self.timer = Timer(device)
 
     def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
+        self.timer.sync()
 
     def grad_ctx(self):
         return torch.inference_mode() if self.args.inference_mode else torch.no_grad()
@@ -287,20 +169,9 @@ class Bench:
             ev_ms: List[float] = []
             wall_ms: List[float] = []
             for _ in range(a.repeats):
-                if self.cuda:
-                    start = torch.cuda.Event(enable_timing=True)
-                    end = torch.cuda.Event(enable_timing=True)
-                    t0 = time.perf_counter()
-                    start.record()
-                    out = call()
-                    end.record()
-                    end.synchronize()
-                    wall_ms.append((time.perf_counter() - t0) * 1e3)
-                    ev_ms.append(start.elapsed_time(end))
-                else:
-                    t0 = time.perf_counter()
-                    out = call()
-                    wall_ms.append((time.perf_counter() - t0) * 1e3)
+                ms, wall, out = self.timer.call(call)  # CUDA events (synchronized), or wall clock
+                ev_ms.append(ms)
+                wall_ms.append(wall)
             self.sync()
         times = ev_ms if self.cuda else wall_ms
         row: Dict[str, Any] = dict(
@@ -396,38 +267,8 @@ def verify_steps(cached_steps: List[int], first_timed: int, repeats: int, expect
 
 
 def env_info(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
-    info: Dict[str, Any] = dict(
-        python=sys.version.split()[0],
-        platform=platform.platform(),
-        torch=torch.__version__,
-        torch_cuda=torch.version.cuda,
-        dtype=args.dtype,
-        device=str(device),
-        grad_mode="inference_mode" if args.inference_mode else "no_grad",
-        torch_num_threads=torch.get_num_threads(),
-    )
-    try:
-        import diffusers
-
-        info["diffusers"] = diffusers.__version__
-    except Exception as e:  # noqa: BLE001
-        info["diffusers"] = f"import failed: {e!r}"
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        cap = torch.cuda.get_device_capability(device)
-        info["gpu_capability"] = f"{cap[0]}.{cap[1]}"
-        info["gpu_mem_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30
-        info["sdp_flash"] = torch.backends.cuda.flash_sdp_enabled()
-        info["sdp_mem_efficient"] = torch.backends.cuda.mem_efficient_sdp_enabled()
-        info["sdp_cudnn"] = getattr(torch.backends.cuda, "cudnn_sdp_enabled", lambda: None)()
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        info["git_head"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                          text=True, timeout=10).stdout.strip() or None
-    except Exception:  # noqa: BLE001
-        info["git_head"] = None
+    info = environment(device)
+    info.update(dtype=args.dtype, grad_mode="inference_mode" if args.inference_mode else "no_grad")
     return info
 
 
@@ -453,7 +294,7 @@ class Runner:
         self.args = args
         self.device = torch.device(args.device)
         self.dtype = DTYPES[args.dtype]
-        self.cfg = TINY_CONFIG if args.tiny else FLUX_DEV_CONFIG
+        self.cfg = TINY_FLUX_CONFIG if args.tiny else FLUX_DEV_CONFIG
         self.bench = Bench(args, self.device)
         self.result: Dict[str, Any] = dict(
             benchmark="dbcache_step_latency",
@@ -482,12 +323,7 @@ class Runner:
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def save(self) -> None:
-        out = self.args.out
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        tmp = out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.result, f, indent=2, default=str)
-        os.replace(tmp, out)
+        write_json(self.args.out, self.result)
 
     def put(self, size: int, key: str, row: Dict[str, Any]) -> None:
         out = row.pop("_last_out", None)
@@ -568,7 +404,7 @@ class Runner:
             log(f"{key} {s}px")
             try:
                 inp = self.inputs[s]
-                with truncated_blocks(self.model, fn, 0):
+                with truncated_blocks(self.model, fn, ["transformer_blocks", "single_transformer_blocks"]):
                     row = self.bench.run_row(lambda: self.model(**inp))
                 row["kept_blocks"] = dict(double=fn, single=0)
                 self.put(s, key, row)
@@ -612,7 +448,7 @@ class Runner:
                 dynamo_reset()
                 t0 = time.perf_counter()
                 with torch.no_grad():
-                    m = dit_fx.optimize(self.model, cfg, compile=False)
+                    m = dit_fx.optimize(self.model, cfg, compile=False, cuda_graphs=False)
                 optimize_s = time.perf_counter() - t0
                 inp = self.inputs[s]
                 # call 0 (prime: capture + computed step), then warmup, then the timed calls
@@ -711,7 +547,7 @@ class Runner:
     # ---- driver ------------------------------------------------------------------------------
     def run(self) -> None:
         a = self.args
-        log(f"environment: {json.dumps(self.result['environment'])}")
+        log(f"environment: {self.result['environment']}")
         nd = self.cfg["num_layers"]
         fns = []
         for fn in a.fn:
@@ -725,7 +561,7 @@ class Runner:
 
         log(f"building model ({'tiny' if a.tiny else 'FLUX.1-dev-sized'}) on {self.device} in {a.dtype}")
         t0 = time.perf_counter()
-        self.model = build_model(self.cfg, self.device, self.dtype, a.seed)
+        self.model = build_flux(self.cfg, self.device, self.dtype, a.seed)
         self.sync()
         n_params = sum(p.numel() for p in self.model.parameters())
         self.result["environment"]["model_params"] = n_params
@@ -735,7 +571,7 @@ class Runner:
             self.result["environment"]["model_mem_gib"] = torch.cuda.memory_allocated(self.device) / 2**30
         self.baseline_state = model_state(self.model)
         for s in a.sizes:
-            self.inputs[s] = make_inputs(s, self.cfg, a.text_tokens, self.device, self.dtype, a.seed)
+            self.inputs[s] = flux_inputs(s, self.cfg, a.text_tokens, self.device, self.dtype, a.seed)
         self.save()
 
         # process-level warmup (allocator, cuBLAS/attention kernels, GPU clocks) before the first row

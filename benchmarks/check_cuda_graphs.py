@@ -9,17 +9,15 @@ resolution, Wan with separate CFG, TaylorSeer caching hidden states, DBPrune.
 """
 
 import argparse
-import json
 import os
 import sys
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-sys.path.insert(0, os.path.dirname(HERE))
+from common import REPO_ROOT, environment, write_json  # noqa: E402  (also puts the repository root on sys.path)
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 import dit_fx  # noqa: E402
-from dit_fx.api import _OPTIMIZED  # noqa: E402
 from test_cfg_parity import cfg_calls  # noqa: E402
 from tiny_models import MODELS, make_trajectory, output_tensor  # noqa: E402
 
@@ -61,12 +59,12 @@ def run(name, calls, cfg, compile, cuda_graphs):
     outs = [o.float().cpu() for o in outs]
     s = dit_fx.summary(model)
     decisions = (s.generation, s.executed_steps, s.cached_steps, s.cfg_cached_steps, s.pruned_blocks)
-    graphs = _OPTIMIZED[model].session.lowerer.graphs
+    graphs = dit_fx.inspect(model).cuda_graphs
     return decisions, outs, (graphs.captures, graphs.replays, graphs.recaptures, graphs.input_copies)
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -89,9 +87,8 @@ def main():
             print(f"{key:48s} ok={good} same_decisions={dec == ref_dec} err={err:.1e} captures={captures} replays={replays} recaptures={recaptures} input_copies={copies}")
             if dec != ref_dec:
                 print("   got ", dec, "\n   want", ref_dec)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, all_ok=ok, cases=results), f, indent=2)
+    write_json(args.out, dict(device=torch.cuda.get_device_name(), torch=torch.__version__, all_ok=ok, cases=results,
+                              environment=environment(torch.device("cuda"))))
     print("ALL OK" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -16,62 +16,45 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import statistics
-import sys
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+from common import (  # noqa: E402  (also puts the repository root on sys.path)
+    Sampler,
+    Timer,
+    environment,
+    flux_sampler_setup,
+    interleaved_rounds,
+    profile_sampler,
+    truncated_blocks,
+)
 import dit_fx  # noqa: E402
-from bench_dbcache import FLUX_DEV_CONFIG, build_model, make_inputs  # noqa: E402
 
 
-def sampler_setup(size: int, dev: torch.device, dtype: torch.dtype = torch.bfloat16):
-    """The FLUX.1-dev-sized model, its starting latents and the inputs fixed across steps."""
-    model = build_model(FLUX_DEV_CONFIG, dev, dtype, seed=0)
-    fixed = make_inputs(size, FLUX_DEV_CONFIG, 512, dev, dtype, seed=0)
-    latents = fixed.pop("hidden_states")
-    fixed.pop("timestep")
-    fixed["return_dict"] = False
-    return model, latents, fixed
-
-
-def loop(fn, latents, fixed, timesteps, events=None):
-    x = latents.clone()
-    for i, t in enumerate(timesteps):
-        if events is not None:
-            events[i][0].record()
-        out = fn(hidden_states=x, timestep=t, **fixed)[0]
-        x = x + 0.01 * out.to(x.dtype)
-        if events is not None:
-            events[i][1].record()
-    return x
-
-
-def measure(name, fn, latents, fixed, timesteps, skip, lines, reset=None):
+def measure(name, fn, sampler: Sampler, skip, lines, reset=None):
+    timer = Timer(torch.device("cuda"))
     with torch.no_grad():
         for _ in range(2):
             if reset:
                 reset()
-            loop(fn, latents, fixed, timesteps)
+            sampler.run(fn)
         if reset:
             reset()
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in timesteps]
-        torch.cuda.synchronize()
-        loop(fn, latents, fixed, timesteps, events)
-        torch.cuda.synchronize()
+        events = timer.step_events(len(sampler))
+        timer.sync()
+        sampler.run(fn, events=events)
+        timer.sync()
         per_call = [a.elapsed_time(b) for a, b in events][skip:]
         if reset:
             reset()
         acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-        x = loop(fn, latents, fixed, timesteps[:skip])  # the computed first step stays out of the profile
-        torch.cuda.synchronize()
+        x = sampler.run(fn, stop=skip)  # the computed first step stays out of the profile
+        timer.sync()
         with torch.profiler.profile(activities=acts) as prof:
-            loop(fn, x, fixed, timesteps[skip:])
-            torch.cuda.synchronize()
+            sampler.run(fn, x, start=skip)
+            timer.sync()
+    timesteps = sampler.timesteps
     calls = len(timesteps) - skip
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     total_us = sum(e.device_time for e in kernels)
@@ -96,7 +79,7 @@ def measure(name, fn, latents, fixed, timesteps, skip, lines, reset=None):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--fn", type=int, default=1)
     ap.add_argument("--steps", type=int, default=12)
@@ -106,34 +89,40 @@ def main():
                     help="compare without CUDA graphs on either side (default: reduce-overhead ideal against dit_fx + CUDA graphs)")
     a = ap.parse_args()
     dev = torch.device("cuda")
-    model, latents, fixed = sampler_setup(a.size, dev)
-    timesteps = [torch.full((1,), 1.0 - i / a.steps, device=dev) for i in range(a.steps)]
+    model, latents, fixed = flux_sampler_setup(a.size, dev)
+    sampler = profile_sampler(latents, fixed, a.steps, dev)
     lines, results = [], {}
 
-    blocks, singles = model.transformer_blocks, model.single_transformer_blocks
     mask = [1] + [0] * (a.steps - 1)
     cfg = dit_fx.DBCacheConfig(fn_blocks=a.fn, bn_blocks=0, max_warmup_steps=0, steps_computation_mask=mask,
                                steps_computation_policy="static", enable_separate_cfg=False)
     ideal_name = "ideal F{} torch.compile{}".format(a.fn, " reduce-overhead" if a.cuda_graphs else "")
     ours_name = "dit_fx compiled{}, static mask".format(" + CUDA graphs" if a.cuda_graphs else "")
-    ideals, ours = [], []
-    for round_ in range(a.rounds):  # alternate, so clock drift and host noise hit both alike
-        model.transformer_blocks = torch.nn.ModuleList(list(blocks)[: a.fn])
-        model.single_transformer_blocks = torch.nn.ModuleList()
+
+    last_ideal = {}
+
+    def ideal_round(round_):
         mode = "reduce-overhead" if a.cuda_graphs else None
-        ideals.append(measure(f"[round {round_}] {ideal_name}", torch.compile(model, fullgraph=True, mode=mode),
-                              latents, fixed, timesteps, 1, lines))
-        model.transformer_blocks, model.single_transformer_blocks = blocks, singles
+        with truncated_blocks(model, a.fn):
+            last_ideal["r"] = measure(f"[round {round_}] {ideal_name}", torch.compile(model, fullgraph=True, mode=mode),
+                                      sampler, 1, lines)
         torch._dynamo.reset()
+        return last_ideal["r"]
+
+    def ours_round(round_):
         dit_fx.optimize(model, cfg, compile=True, cuda_graphs=a.cuda_graphs)
-        ours.append(measure(f"[round {round_}] {ours_name}", model, latents, fixed,
-                            timesteps, 1, lines, reset=lambda: dit_fx.reset(model)))
+        result = measure(f"[round {round_}] {ours_name}", model, sampler, 1, lines, reset=lambda: dit_fx.reset(model))
         lines.append(f"cached steps {dit_fx.summary(model).cached_steps}; "
-                     f"per-call ratio {ours[-1]['median'] / ideals[-1]['median']:.3f}")
+                     f"per-call ratio {result['median'] / last_ideal['r']['median']:.3f}")
         dit_fx.disable(model)
         torch._dynamo.reset()
+        return result
+
+    # ideal then dit_fx in every round, so clock drift and host noise hit both alike
+    rounds = interleaved_rounds(a.rounds, ideal_round, ours_round, key=lambda r: r["median"])
+    ideals, ours = rounds.a, rounds.b
     lines.append(f"per-call medians: ideal {[round(r['median'], 3) for r in ideals]}, dit_fx {[round(r['median'], 3) for r in ours]}; "
-                 f"ratio of medians {statistics.median(r['median'] for r in ours) / statistics.median(r['median'] for r in ideals):.3f}")
+                 f"ratio of medians {rounds.ratio_of_medians:.3f}; median of paired ratios {rounds.median_ratio:.3f}")
     lines.append(f"kernel ms/call: ideal {[round(r['kernel_ms'], 3) for r in ideals]}, dit_fx {[round(r['kernel_ms'], 3) for r in ours]}")
     results["ideal"], r = ideals[-1], ours[-1]
 
@@ -147,6 +136,8 @@ def main():
             diffs.append((d, c, n))
     for d, c, n in sorted(diffs, key=lambda t: -abs(t[0]))[:30]:
         lines.append(f"{d:+9.1f} us {c:+6.1f}  {n}")
+    env = environment(dev)
+    lines.append(f"\n-- host {env['host']}, {env.get('gpu')}, torch {env['torch']}, diffusers {env['diffusers']}, git {env['git_head']}")
     text = "\n".join(lines)
     print(text)
     if a.out:
