@@ -58,7 +58,7 @@ def run(name, calls, cfg, compile, cuda_graphs):
             outs.append(out)  # kept on the GPU: a later replay must not change it
     outs = [o.float().cpu() for o in outs]
     s = dit_fx.summary(model)
-    decisions = (s.generation, s.executed_steps, s.cached_steps, s.cfg_cached_steps, s.pruned_blocks)
+    decisions = (s.generation, s.executed_steps, s.cached_steps, s.cfg_cached_steps, getattr(s, "pruned_blocks", None))
     graphs = dit_fx.inspect(model).cuda_graphs
     return decisions, outs, (graphs.captures, graphs.replays, graphs.recaptures, graphs.input_copies)
 

@@ -92,7 +92,9 @@ def optimize(
         disable(model)
     session = Session(cfg, options)
     original = type(model).forward.__get__(model)
-    compiled = torch.compile(original, backend=session, fullgraph=True, dynamic=False)
+    # The class's function, called with the model as its first argument: the record kept beside
+    # the model must not hold it (a bound method would keep a dropped model alive forever).
+    compiled = torch.compile(type(model).forward, backend=session, fullgraph=True, dynamic=False)
     state = Optimized(session, compiled)
     _OPTIMIZED[model] = state
     state.installation = install_model(model, _make_forward(weakref.ref(model), original, state), _branch_named(session))
@@ -150,7 +152,7 @@ def _make_forward(model_ref, original: Callable, state: Optimized) -> Callable:
         state.dynamo_calls += 1
         seen, token = observe_call()
         try:
-            out = state.compiled(*args, **kwargs)
+            out = state.compiled(model, *args, **kwargs)
         except _RECOMPILE_LIMIT:
             _warn_bypassed(state)  # this signature is not captured; others keep working
             return original(*args, **kwargs)

@@ -32,18 +32,19 @@ _MISSING = object()
 
 @dataclass
 class Patch:
-    owner: Any
-    attr: str
+    owner_ref: Any  # weak references to the patched object and to what was installed on it:
+    attr: str  # a patch never keeps either alive (the installed forward refers to the model)
     previous: Any  # the owner's own attribute before (``_MISSING``: none, the class's was used)
-    installed: Any
+    installed_ref: Any
 
     def undo(self) -> None:
-        if self.owner.__dict__.get(self.attr) is not self.installed:
-            return  # replaced by someone else since: theirs stays
+        owner, installed = self.owner_ref(), self.installed_ref()
+        if owner is None or installed is None or owner.__dict__.get(self.attr) is not installed:
+            return  # gone, or replaced by someone else since: theirs stays
         if self.previous is _MISSING:
-            delattr(self.owner, self.attr)
+            delattr(owner, self.attr)
         else:
-            setattr(self.owner, self.attr, self.previous)
+            setattr(owner, self.attr, self.previous)
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Installation:
     block_marks: Marks = field(default_factory=list)
 
     def set(self, owner: Any, attr: str, value: Any) -> None:
-        self.patches.append(Patch(owner, attr, owner.__dict__.get(attr, _MISSING), value))
+        self.patches.append(Patch(weakref.ref(owner), attr, owner.__dict__.get(attr, _MISSING), weakref.ref(value)))
         setattr(owner, attr, value)
 
     def unmark_blocks(self) -> None:

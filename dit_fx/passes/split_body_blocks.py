@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.fx as fx
 from torch.fx.passes.split_module import split_module
 
-from ..fx_utils import tensor_attributes
+from ..fx_utils import recompile_shallow, tensor_attributes
 from ..patterns.regions import block_candidates
 from .bind_partition_parameters import bind_in_partitions
 from .manager import RewriteContext
@@ -39,5 +39,5 @@ def split_body_blocks(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModule
     split = split_module(body, None, lambda node: order.index(owner[node.name]), **_split_options())
     for k, block in enumerate(order):
         _rename_submodule(split, f"submod_{k}", f"block_{block}")
-    gm.body = bind_in_partitions(split, tensor_attributes(body))
+    gm.body = recompile_shallow(bind_in_partitions(split, tensor_attributes(body)))  # runnable right away
     return gm
