@@ -420,6 +420,10 @@ def _version(dist: str) -> Optional[str]:
 
 
 def git_head() -> Optional[str]:
+    """The commit measured: ``DIT_FX_REV`` when set (the GPU machine gets a copy of the working
+    tree whose .git may lag behind), else ``git rev-parse HEAD``."""
+    if os.environ.get("DIT_FX_REV"):
+        return os.environ["DIT_FX_REV"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
                               timeout=10).stdout.strip() or None
