@@ -4,6 +4,7 @@ from .api import disable, dump, generation, optimize, plan, plot_timeline, reset
 from .config import DBCacheConfig, DBPruneConfig, FoCaConfig, TaylorSeerConfig
 from .inspection import Inspection, inspect
 from .options import CompileOptions
+from .requests import Request, new_request, request
 from .runtime import CacheStats, PruneStats
 from .steps_mask import steps_mask
 from .tools.matrix import supported_models
@@ -18,6 +19,7 @@ __all__ = [
     "FoCaConfig",
     "Inspection",
     "PruneStats",
+    "Request",
     "TaylorSeerConfig",
     "__version__",
     "disable",
@@ -26,7 +28,9 @@ __all__ = [
     "inspect",
     "optimize",
     "plan",
+    "new_request",
     "plot_timeline",
+    "request",
     "reset",
     "steps_mask",
     "summary",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import inspect
 import logging
 import os
+import threading
+import types
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -33,12 +37,106 @@ log = logging.getLogger(__name__)
 _RECOMPILE_LIMIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
 
 
+MAX_SIGNATURES = 32  # captures dit_fx keeps per model: one per input signature (see ``Captures``)
+
+
+class Captures:
+    """One ``torch.compile`` of the model's forward per input signature (shapes, dtypes, devices
+    of the tensors; kinds of the other arguments), each on a fresh copy of the forward's code.
+
+    Dynamo keeps its cache, and counts its ``recompile_limit``, per code object; diffusers gives
+    40 transformer classes one shared forward code object (its lora-scale wrapper), so one
+    process with a few models, resolutions and batch sizes used to exhaust that shared limit and
+    silently run unaccelerated. Fresh copies give every model and signature its own. dit_fx's own
+    limit is ``MAX_SIGNATURES`` per model: past it the least recently used signature's capture is
+    dropped (one warning; it is captured again if it comes back). Dropping a model drops its copies
+    and with them Dynamo's cache entries (``inspect(model).signatures`` reports the count).
+    """
+
+    def __init__(self, forward: Callable, backend: Callable, limit: Optional[int] = None,
+                 on_evict: Callable[[Any], None] = lambda key: None):
+        self.forward, self.backend, self.on_evict = forward, backend, on_evict
+        self.limit = MAX_SIGNATURES if limit is None else limit
+        self.by_key: "collections.OrderedDict[Any, Callable]" = collections.OrderedDict()
+        self.evictions = 0
+        self._lock = threading.Lock()
+
+    def for_call(self, args, kwargs) -> Callable:
+        key = signature_key(args, kwargs)
+        with self._lock:
+            fn = self.by_key.get(key)
+            if fn is not None:
+                self.by_key.move_to_end(key)
+                return fn
+            if len(self.by_key) >= self.limit:
+                evicted, _ = self.by_key.popitem(last=False)
+                self.on_evict(evicted)  # its direct calls go too: nothing of it stays alive
+                self.evictions += 1
+                if self.evictions == 1:
+                    warnings.warn(
+                        f"dit_fx: this model has seen more than {self.limit} input signatures (shapes, dtypes, "
+                        "argument kinds); the least recently used one's capture is dropped and captured again "
+                        "if it comes back (dit_fx.api.MAX_SIGNATURES)",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+            fn = torch.compile(fresh_function(self.forward), backend=self.backend, fullgraph=True, dynamic=False)
+            self.by_key[key] = fn
+            return fn
+
+    def clear(self) -> None:
+        with self._lock:
+            self.by_key.clear()
+
+
+def signature_key(args, kwargs) -> Any:
+    """What selects a capture: tensor shapes/dtypes/devices, the values of bools, strings and
+    None, the types of other values (numbers change per step: Dynamo guards those itself)."""
+    return (tuple(_coarse(a) for a in args), tuple((k, _coarse(v)) for k, v in kwargs.items()))
+
+
+def _coarse(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.dtype, value.device, value.requires_grad)
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_coarse(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _coarse(v)) for k, v in value.items()))
+    return type(value).__name__
+
+
+def fresh_function(fn: Callable) -> Callable:
+    """A copy of ``fn`` with a code object of its own (Dynamo's cache lives on the code object)."""
+    copy_ = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy_.__kwdefaults__ = fn.__kwdefaults__
+    copy_.__qualname__ = fn.__qualname__
+    copy_.__dict__.update(fn.__dict__)
+    return copy_
+
+
+class WeakBackend:
+    """The backend handed to ``torch.compile``: Dynamo keeps every backend it was given for good
+    (``cached_backends``), so this refers to the session weakly and a dropped model's session,
+    weights and compiled regions can go."""
+
+    __name__ = "dit_fx"
+
+    def __init__(self, session: Session):
+        self._session = weakref.ref(session)
+
+    def __call__(self, gm, example_inputs):
+        session = self._session()
+        return session(gm, example_inputs) if session is not None else gm.forward
+
+
 @dataclass
 class Optimized:
     """What ``optimize`` holds for one module (kept beside it, never on it)."""
 
     session: Session
-    compiled: Callable
+    captures: Captures
     installation: Installation = field(default_factory=Installation)
     fallback_reason: Optional[str] = None
     direct: Dict[Any, DirectCall] = field(default_factory=dict)  # call key -> direct glue call
@@ -47,6 +145,17 @@ class Optimized:
     direct_hits: int = 0
     dynamo_calls: int = 0
     warned_bypass: bool = False
+    direct_signature: Dict[Any, Any] = field(default_factory=dict)  # call key -> its signature_key
+
+    def forget_captures(self) -> None:
+        self.direct.clear()
+        self.direct_signature.clear()
+        self.captures.clear()
+
+    def drop_signature(self, signature: Any) -> None:
+        for key in [k for k, sig in self.direct_signature.items() if sig == signature]:
+            self.direct.pop(key, None)
+            del self.direct_signature[key]
 
 
 _OPTIMIZED: "weakref.WeakKeyDictionary[torch.nn.Module, Optimized]" = weakref.WeakKeyDictionary()
@@ -91,13 +200,15 @@ def optimize(
     if model in _OPTIMIZED:
         disable(model)
     session = Session(cfg, options)
+    session.weak_runners = True  # the Optimized record beside the model keeps the session alive
     original = type(model).forward.__get__(model)
     # The class's function, called with the model as its first argument: the record kept beside
     # the model must not hold it (a bound method would keep a dropped model alive forever).
-    compiled = torch.compile(type(model).forward, backend=session, fullgraph=True, dynamic=False)
-    state = Optimized(session, compiled)
+    state = Optimized(session, Captures(type(model).forward, WeakBackend(session)))
+    state.captures.on_evict = state.drop_signature
     _OPTIMIZED[model] = state
-    state.installation = install_model(model, _make_forward(weakref.ref(model), original, state), _branch_named(session))
+    forward = _make_forward(weakref.ref(model), original, state, positional_names(original))
+    state.installation = install_model(model, forward, _branch_named(session))
     state.epoch = watch_model(model)
     return model
 
@@ -127,24 +238,69 @@ def _optimize_pipeline(pipe: Any, config: Any, options: Dict[str, Any]) -> Any:
     pipe_ref = weakref.ref(pipe)
 
     def reset_all() -> None:
+        """A pipeline call starts: a new generation in the caller's request, or, with none
+        bound, a fresh state of its own for this call (bound in this thread / task)."""
         live = pipe_ref()
         if live is not None:
             for module in transformer_components(live).values():
                 if module in _OPTIMIZED:
-                    _OPTIMIZED[module].session.state.reset()
+                    slot = _OPTIMIZED[module].session.states
+                    bound = slot.bound()
+                    if bound is not None and not bound.per_call:
+                        bound.reset()
+                    else:
+                        fresh = slot.new_state()
+                        fresh.per_call = True
+                        # generations keep counting per thread, across pipeline calls
+                        fresh.tracker.generation = slot.current().tracker.generation
+                        slot.bind(fresh)
 
     hook_pipeline(pipe, reset_all)
     return pipe
 
 
-def _make_forward(model_ref, original: Callable, state: Optimized) -> Callable:
+def positional_names(forward: Callable) -> Optional[Tuple[str, ...]]:
+    """The names positional arguments of ``forward`` bind to (through diffusers' wrappers), or
+    None when it takes ``*args`` (then calls are passed on as they are)."""
+    try:
+        params = list(inspect.signature(forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.POSITIONAL_ONLY))
+
+
+def _as_keywords(names: Optional[Tuple[str, ...]], args: tuple, kwargs: dict) -> Tuple[tuple, dict]:
+    """``transformer(x, t, cond)`` as ``transformer(hidden_states=x, timestep=t, ...)``: the graph
+    then names every input (the timestep is found however it is passed) and positional and
+    keyword calls share one capture. Anything odd (too many, or a name given twice) is passed on
+    as it is, for the original forward to judge."""
+    if not args or names is None or len(args) > len(names) or any(n in kwargs for n in names[: len(args)]):
+        return args, kwargs
+    return (), {**dict(zip(names, args)), **kwargs}
+
+
+def _make_forward(model_ref, original: Callable, state: Optimized, names: Optional[Tuple[str, ...]] = None) -> Callable:
+    """The forward installed on the model, as a method bound to it: ``copy.deepcopy`` of the model
+    rebinds it to the copy, which this notices (the copy has other weights and no capture) and
+    runs unmodified, with one warning."""
+
     @functools.wraps(original)
-    def forward(*args, **kwargs):
+    def forward(self, *args, **kwargs):
+        if self is not model_ref():
+            return _run_copy(self, args, kwargs)
         if state.fallback_reason is not None:
             return original(*args, **kwargs)
-        model = model_ref()
+        args, kwargs = _as_keywords(names, args, kwargs)
+        model = self
+        if state.epoch_seen != state.epoch.value:
+            # A module, parameter or buffer was registered on the model (an adapter,
+            # load_state_dict(assign=True)): its captures hold the old ones. Capture afresh.
+            state.forget_captures()
+            state.epoch_seen = state.epoch.value
         key = call_key(model, args, kwargs)
-        if key is not None and state.epoch_seen == state.epoch.value:
+        if key is not None:
             direct = state.direct.get(key)
             if direct is not None:
                 state.direct_hits += 1
@@ -152,7 +308,7 @@ def _make_forward(model_ref, original: Callable, state: Optimized) -> Callable:
         state.dynamo_calls += 1
         seen, token = observe_call()
         try:
-            out = state.compiled(model, *args, **kwargs)
+            out = state.captures.for_call(args, kwargs)(model, *args, **kwargs)
         except _RECOMPILE_LIMIT:
             _warn_bypassed(state)  # this signature is not captured; others keep working
             return original(*args, **kwargs)
@@ -162,7 +318,7 @@ def _make_forward(model_ref, original: Callable, state: Optimized) -> Callable:
                 # the forward flat instead, which costs only trace time.
                 log.debug("dit_fx: tracing blocks once failed, tracing flat", exc_info=True)
                 state.installation.unmark_blocks()
-                return forward(*args, **kwargs)
+                return forward(self, *args, **kwargs)
             # Capture failed: run the original. If that fails too, the input was the problem.
             out = original(*args, **kwargs)
             state.fallback_reason = f"could not capture the forward as one graph: {_first_line(exc)}"
@@ -177,11 +333,26 @@ def _make_forward(model_ref, original: Callable, state: Optimized) -> Callable:
         if seen.record is None:
             _warn_bypassed(state)
         elif key is not None:
-            _learn_direct_call(state, key, original, out, seen.record, seen.flat_output)
+            _learn_direct_call(state, key, original, out, seen.record, seen.flat_output, signature_key(args, kwargs))
         return out
 
     forward.__dit_fx__ = True  # type: ignore[attr-defined]
-    return forward
+    return types.MethodType(forward, model_ref())
+
+
+_COPIES_WARNED: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _run_copy(copy_: torch.nn.Module, args, kwargs):
+    if copy_ not in _COPIES_WARNED:
+        _COPIES_WARNED.add(copy_)
+        warnings.warn(
+            "dit_fx: this is a copy (copy.deepcopy) of an optimized model: it runs unmodified, with its own "
+            "weights; call dit_fx.optimize on the copy to accelerate it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return type(copy_).forward(copy_, *args, **kwargs)
 
 
 def _warn_bypassed(state: Optimized) -> None:
@@ -198,18 +369,16 @@ def _warn_bypassed(state: Optimized) -> None:
         )
 
 
-def _learn_direct_call(state: Optimized, key: Any, original: Callable, out: Any, record, flat) -> None:
+def _learn_direct_call(state: Optimized, key: Any, original: Callable, out: Any, record, flat, signature) -> None:
     """After a Dynamo call handled by a rewritten graph, remember how to call that graph directly."""
-    if record.activation_sources is None or record.glue is None:
+    if record.activation_sources is None or record.call is None:
         return
     binder = make_binder(original, record.activation_sources)
     template = OutputTemplate.capture(out, flat) if flat is not None else None
     if binder is None or template is None:
         return
-    if state.epoch_seen != state.epoch.value:
-        state.direct.clear()
-        state.epoch_seen = state.epoch.value
-    state.direct[key] = DirectCall(record.glue, binder, template)
+    state.direct[key] = DirectCall(record.call, binder, template)
+    state.direct_signature[key] = signature
 
 
 def _first_line(exc: BaseException) -> str:
@@ -247,6 +416,7 @@ def disable(model: torch.nn.Module) -> torch.nn.Module:
     unwatch_model(state.epoch)
     state.installation.undo()
     state.direct.clear()
+    state.captures.clear()  # Dynamo's cache entries go with the code copies
     return model
 
 

@@ -6,6 +6,8 @@ Every field is validated at construction; a bad value raises ``ValueError`` nami
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Tuple, Union
 
@@ -20,6 +22,8 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 def _check_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"DBCacheConfig.{name} must be a number, got {type(value).__name__} {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"DBCacheConfig.{name} must be a number, got nan (every comparison with nan is False)")
 
 
 CACHE_TYPES = ("residual", "hidden_states")
@@ -191,6 +195,16 @@ class DBCacheConfig:
                 f"DBCacheConfig.steps_computation_mask has {len(mask)} entries but num_inference_steps is {n}"
             )
         object.__setattr__(self, "steps_computation_mask", tuple(int(v) for v in mask))  # hashable, frozen
+        warm = set(range(0, self.max_warmup_steps, self.warmup_interval))
+        cancelled = [step for step, v in enumerate(self.steps_computation_mask) if v == 0 and step in warm]
+        if cancelled:
+            warnings.warn(
+                f"DBCacheConfig.steps_computation_mask allows caching at steps {cancelled}, but they are "
+                f"warmup steps (max_warmup_steps={self.max_warmup_steps}), which always compute: pass "
+                f"max_warmup_steps=0 (or a smaller value) to let the mask decide them",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def check_block_count(self, num_blocks: int) -> None:
         """Raise if this config cannot be applied to a model with ``num_blocks`` blocks."""

@@ -66,6 +66,8 @@ class Inspection:
     direct_calls: Optional[DirectCallInfo]  # None for a model compiled through the backend
     cache_bytes: int  # bytes the current generation state keeps across calls (residuals, ...)
     fallback_reason: Optional[str] = None  # set when the whole model runs unmodified
+    signatures: int = 0  # input signatures with a live capture (dit_fx.optimize; limit MAX_SIGNATURES)
+    signature_evictions: int = 0  # captures dropped past that limit (least recently used first)
     passes: Dict[str, List[str]] = field(default_factory=dict)  # of the latest capture
 
     @property
@@ -113,5 +115,7 @@ def inspect(model: Any):
         direct_calls=direct,
         cache_bytes=session.state.buffer_bytes(),
         fallback_reason=optimized.fallback_reason if optimized is not None else None,
+        signatures=len(optimized.captures.by_key) if optimized is not None else 0,
+        signature_evictions=optimized.captures.evictions if optimized is not None else 0,
         passes=captures[-1].passes if captures else {},
     )

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -64,6 +65,7 @@ class CompileRecord:
     timings: Tuple[PassTiming, ...] = ()
     seconds: float = 0.0  # wall time of dit_fx's part of the capture
     options: Optional[CompileOptions] = None  # the options this capture was lowered with (decided)
+    call: Optional[Callable] = None  # how to run the glue: itself, or serialized (CUDA graphs)
 
     @property
     def plan(self) -> Union[Plan, Dict[str, Plan]]:
@@ -140,6 +142,11 @@ class Session:
         )
         self.states = StateSlot(self.scopes[0][1])  # the placement fields agree across lists
         self.records = RecordStore()
+        # Every capture a runner may still call, kept here (runners refer to them weakly when
+        # ``weak_runners``: dit_fx.optimize, whose session lives as long as its model).
+        self._live: List[CompileRecord] = []
+        self.weak_runners = False
+        self.run_lock = threading.RLock()
         self._stage_edits: List[Tuple[str, Callable[[PassList], Optional[PassList]]]] = []
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
 
@@ -244,6 +251,8 @@ class Session:
         )
         if sources is not None:
             record.activation_sources = [sources[i] for i in static.activation_indices]
+        # CUDA graphs replay into static buffers shared by every call: one run at a time.
+        record.call = _Serialized(glue, self.run_lock) if options.cuda_graphs else glue
         return record, self._runner(record, captured, static)
 
     def _rewrite_context(self, plan: Plan, static_inputs: dict, options: CompileOptions):
@@ -253,30 +262,69 @@ class Session:
         return self._stage("rewrite", algorithm.rewrite_passes()), RewriteContext(plan, config, cache, static_inputs)
 
     def _unmodified(self, record: CompileRecord, gm: fx.GraphModule) -> Callable:
-        def run(*args):
-            out = gm.forward(*args)
-            _observed(record, None)
-            return out
-
-        return run
+        self._live.append(record)
+        return Runner(self, record, gm, None)
 
     def _runner(self, record: CompileRecord, gm: fx.GraphModule, static: StaticInputs) -> Callable:
-        """What Dynamo calls: checks the bound parameters are still the model's, runs the glue."""
-        glue, idx = record.glue, static.activation_indices
-        static_at = [i for i in range(len(idx) + len(static.by_placeholder)) if i not in set(idx)]
-        bound = [t for _, t in static.by_placeholder.values()]
+        self._live.append(record)
+        return Runner(self, record, gm, static)
 
-        def run(*args):
-            if any(args[i] is not t for i, t in zip(static_at, bound)):
-                # Parameters were replaced (not updated in place) after capture: the rewrite holds
-                # the old ones. Run the captured graph with the new ones instead: correct, uncached.
-                _warn_unmodified("the model's parameters were replaced after capture; call dit_fx.optimize again")
-                return gm.forward(*args)
-            out = glue(*[args[i] for i in idx])
-            _observed(record, out)
+
+class Runner:
+    """What Dynamo calls for one capture: checks the bound parameters are still the model's, runs
+    the glue (or, for a refused capture, the captured graph).
+
+    Dynamo keeps what a backend returns in the compiled frame's module globals for the life of
+    the process. With ``weak`` (``dit_fx.optimize``: the session lives as long as the model) the
+    runner refers to its capture and to the parameters weakly, so a dropped model's graphs and
+    weights can go; a runner whose capture is gone runs the captured graph, which holds no weights
+    (Dynamo passes them in). The backend path (``torch.compile(backend="dit_fx")``) has nothing
+    else keeping its session alive, so its runners hold their capture strongly.
+    """
+
+    def __init__(self, session: Session, record: CompileRecord, gm: fx.GraphModule, static: Optional[StaticInputs]):
+        weak = session.weak_runners
+        self.gm = gm
+        self.weak = weak
+        self.session = None if weak else session  # the backend path: the runners keep their session
+        self._record = weakref.ref(record) if weak else (lambda r=record: r)
+        if static is None:
+            self.idx, self.static_at, self._bound = None, (), ()
+            return
+        idx = static.activation_indices
+        self.idx = idx
+        self.static_at = tuple(i for i in range(len(idx) + len(static.by_placeholder)) if i not in set(idx))
+        tensors = [t for _, t in static.by_placeholder.values()]
+        self._bound = tuple(weakref.ref(t) for t in tensors) if weak else tuple((lambda t=t: t) for t in tensors)
+
+    def __call__(self, *args):
+        record = self._record()
+        if record is None or self.idx is None:
+            out = self.gm.forward(*args)
+            if record is not None:
+                _observed(record, None)
             return out
+        if any(args[i] is not t() for i, t in zip(self.static_at, self._bound)):
+            # Parameters were replaced (not updated in place) after capture: the rewrite holds
+            # the old ones. Run the captured graph with the new ones instead: correct, uncached.
+            _warn_unmodified("the model's parameters were replaced after capture; call dit_fx.optimize again")
+            out = self.gm.forward(*args)
+            _observed(record, None)
+            return out
+        out = record.call(*[args[i] for i in self.idx])
+        _observed(record, out)
+        return out
 
-        return run
+
+class _Serialized:
+    """A glue whose runs must not overlap (its CUDA graphs share static buffers): threads take turns."""
+
+    def __init__(self, glue: Callable, lock: Any):
+        self.glue, self.lock = glue, lock
+
+    def __call__(self, *args):
+        with self.lock:
+            return self.glue(*args)
 
 
 def _device_type(example_inputs: Sequence[Any], activations: Sequence[int]) -> str:
@@ -298,22 +346,24 @@ def _warn_unmodified(reason: Optional[str]) -> None:
     warnings.warn(f"dit_fx: running the model unmodified (no caching): {reason}", RuntimeWarning, stacklevel=3)
 
 
-# Parameter -> Session, so ``dit_fx.summary(model)`` finds the state of a torch.compile'd model
-# without storing anything on the user's module.
+# Parameter -> weak reference to its Session, so ``dit_fx.summary(model)`` finds the state of a
+# torch.compile'd model without storing anything on the user's module. Weak: the session holds the
+# parameters (its records' graphs), so a strong value would keep its own key alive for good.
 _SESSIONS: "WeakIdKeyDictionary" = WeakIdKeyDictionary()
 
 
 def register_parameters(session: Session, params: Sequence[torch.nn.Parameter]) -> None:
+    ref = weakref.ref(session)
     for p in params:
-        _SESSIONS[p] = session
+        _SESSIONS[p] = ref
 
 
 def session_of(model: torch.nn.Module) -> Optional[Session]:
     """The session that compiled ``model`` through the backend (found by its parameters)."""
     for p in model.parameters():
-        session = _SESSIONS.get(p)
-        if session is not None:
-            return session
+        ref = _SESSIONS.get(p)
+        if ref is not None and ref() is not None:
+            return ref()
     return None
 
 
@@ -321,10 +371,11 @@ def session_of_parameters(params: Sequence[Any]) -> Optional[Session]:
     """The session of the first parameter among ``params`` (a graph's example inputs)."""
     for p in params:
         if isinstance(p, torch.nn.Parameter):
-            return _SESSIONS.get(p)
+            ref = _SESSIONS.get(p)
+            return ref() if ref is not None else None
     return None
 
 
 def forget_session(session: Session) -> None:
-    for key in [k for k, v in _SESSIONS.items() if v is session]:
+    for key in [k for k, v in _SESSIONS.items() if v() is session]:
         del _SESSIONS[key]

@@ -99,10 +99,12 @@ def test_streams_of_equal_shape_are_refused_not_guessed():
     assert plan.supported and {b.pattern for b in plan.blocks} == {0}
 
 
-def test_recompile_limit_runs_unmodified_with_one_warning(tiny, monkeypatch):
-    """Past Dynamo's recompile limit a new input signature runs the original forward, loudly;
-    signatures captured before keep running the rewritten graph."""
+def test_dynamos_recompile_limit_is_not_shared_and_dit_fx_s_own_limit_is_loud(tiny, monkeypatch):
+    """Each input signature compiles on its own copy of the forward's code, so Dynamo's per-code
+    recompile limit (2 here) never turns acceleration off; past dit_fx's own per-model limit the
+    least recently used signature is dropped with one warning and captured again when it returns."""
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    monkeypatch.setattr(dit_fx.api, "MAX_SIGNATURES", 3)
     spec = tiny("flux")
     model = spec.build()
     batches = [1, 2, 3, 4, 1]
@@ -115,7 +117,9 @@ def test_recompile_limit_runs_unmodified_with_one_warning(tiny, monkeypatch):
         with torch.no_grad():
             got = [model(**i)[0] for i in inputs]
     found = dit_fx_warnings(record)
-    assert len(found) == 1 and "recompile_limit" in str(found[0].message)
+    assert len(found) == 1 and "input signatures" in str(found[0].message)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
-    assert dit_fx.inspect(model).captures_total == 2
+    info = dit_fx.inspect(model)
+    assert info.captures_total == 5 and all(c.supported for c in info.captures)  # batch 1 again: re-captured
+    assert info.signatures == 3 and info.signature_evictions == 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
@@ -40,8 +41,13 @@ class RegionCompiler:
     compile_seconds: List[float] = field(default_factory=list)  # wall time of each Inductor compile
     sources: Dict[Any, fx.GraphModule] = field(default_factory=dict)  # key -> graph it was compiled from
     options: Dict[str, Any] = field(default_factory=dict)  # Inductor config for every compile (checked)
+    _lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def artifact(self, structure: str, gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
+        with self._lock:  # threads of concurrent requests: each distinct region compiles once
+            return self._artifact(structure, gm, args)
+
+    def _artifact(self, structure: str, gm: fx.GraphModule, args: Tuple[Any, ...]) -> Callable:
         inputs = tuple(input_key(a) for a in args)
         key = (structure, inputs)
         fn = self.artifacts.get(key)

@@ -67,6 +67,13 @@ class Branch:
         self.stats = BranchStats()
 
 
+def kept(t: torch.Tensor) -> torch.Tensor:
+    """What a context keeps across calls: never part of this call's autograd graph (a loop that
+    calls ``backward()`` every step would otherwise backpropagate into a freed graph on the
+    next cached step). Cached steps treat the stored residuals as constants."""
+    return t.detach() if t.requires_grad else t
+
+
 def _fits(buffer: Optional[torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``a op b`` may be written into ``buffer``: same shape, dtype and device, and no
     autograd in the way (``out=`` refuses operands that require grad)."""
@@ -272,7 +279,7 @@ class CacheContext(torch.nn.Module):
                 return tuple(forecasts)
             return tuple(base + f for base, f in zip(stream_bases, forecasts))
         branch.continuous_cached = 0
-        branch.reference_residual = fn_residual.value()
+        branch.reference_residual = kept(fn_residual.value())
         out = body(*body_args)
         outs = out if isinstance(out, tuple) else (out,)
         if self.outputs_are_reused:
@@ -286,6 +293,7 @@ class CacheContext(torch.nn.Module):
             stored = tuple(_sub_into(o, base, buf) for o, base, buf in zip(outs, stream_bases, branch.middle_residuals))
         else:
             stored = tuple(o - base for o, base in zip(outs, stream_bases))
+        stored = tuple(kept(t) for t in stored)
         branch.middle_residuals = stored
         if calibrator is not None:
             if branch.calibrators is None:

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .context import Branch, CacheContext, CacheStats
+from .context import Branch, CacheContext, CacheStats, kept
 from .host import relative_l1
 from .state import GenerationState
 
@@ -101,8 +101,8 @@ class PruneContext(CacheContext):
             return outs if len(outs) > 1 else outs[0]
         out = block(*args)
         outs = out if isinstance(out, tuple) else (out,)
-        kept = hidden.clone() if self.outputs_are_reused else hidden
-        branch.blocks[block_id] = BlockState(kept, tuple(o - b for o, b in zip(outs, bases)))
+        hidden_kept = hidden.clone() if self.outputs_are_reused else hidden
+        branch.blocks[block_id] = BlockState(kept(hidden_kept), tuple(kept(o - b) for o, b in zip(outs, bases)))
         return out
 
     def _may_prune(self, branch: PruneBranch, state: BlockState, hidden: torch.Tensor, step: int) -> bool:

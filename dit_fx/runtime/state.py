@@ -5,8 +5,10 @@ generation) and, per cache context (one per cached block list), the branch buffe
 residual, middle residuals, calibrators) and stats. The cache contexts keep nothing of a request
 themselves: they read the state through a ``StateSlot``, the one handle swapped per request.
 
-``StateSlot.current()`` is the state bound in this thread / task (``StateSlot.use``), else the
-slot's default state, which calls that carry no request share (today's automatic detection).
+``StateSlot.current()`` is the state bound in this thread / task (``StateSlot.use``: a request,
+or a pipeline call), else this thread's own default state: calls that carry no request are placed
+by automatic detection as before, and two threads never share a default (the main thread's is
+``StateSlot.default``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
+import threading
 from typing import Any, Dict, Iterator, Optional
 
 from ..config import DBCacheConfig
@@ -46,6 +49,7 @@ class GenerationState:
     def __init__(self, placement: DBCacheConfig):
         self.tracker = StepTracker(placement)
         self.scopes: Dict[Optional[str], ScopeState] = {}
+        self.per_call = False  # bound by a pipeline call for itself (not a user's request)
 
     def scope(self, name: Optional[str]) -> ScopeState:
         state = self.scopes.get(name)
@@ -70,6 +74,11 @@ class GenerationState:
             yield
         finally:
             self.tracker.branch_hint = previous
+
+    def release(self) -> None:
+        """Drop every buffer (a finished request): the next call starts a new generation."""
+        self.scopes.clear()
+        self.tracker.reset()
 
     def buffer_bytes(self) -> int:
         """Bytes of the tensors this state keeps across calls (residuals, calibrator ladders)."""
@@ -105,12 +114,32 @@ class StateSlot:
 
     def __init__(self, placement: DBCacheConfig):
         self.placement = placement
-        self.default = GenerationState(placement)
+        self.default = GenerationState(placement)  # the main thread's
+        self._main = threading.main_thread()
+        self._threads = threading.local()  # other threads' defaults (freed with their thread)
         self._bound: contextvars.ContextVar = contextvars.ContextVar(f"dit_fx_state_{next(_SLOT_IDS)}", default=None)
 
     def current(self) -> GenerationState:
         state = self._bound.get()
-        return self.default if state is None else state
+        if state is not None:
+            return state
+        if threading.current_thread() is self._main:
+            return self.default
+        state = getattr(self._threads, "state", None)
+        if state is None:
+            state = self._threads.state = GenerationState(self.placement)
+        return state
+
+    def bound(self) -> Optional[GenerationState]:
+        """The state bound in this thread / task, if any (a request's or a pipeline call's)."""
+        return self._bound.get()
+
+    def bind(self, state: GenerationState) -> contextvars.Token:
+        """Bind ``state`` in this thread / task until ``unbind(token)`` (or for good)."""
+        return self._bound.set(state)
+
+    def unbind(self, token: contextvars.Token) -> None:
+        self._bound.reset(token)
 
     def new_state(self) -> GenerationState:
         return GenerationState(self.placement)
