@@ -61,16 +61,24 @@ def make_inputs(t: float) -> Dict[str, torch.Tensor]:
 INPUTS = [make_inputs(1.0 - i / STEPS) for i in range(STEPS)]
 
 
-def per_call(fn: Callable, reset: Callable = lambda: None) -> float:
-    """Median seconds per call over steps 1..STEPS-1 of one generation."""
+def per_call(fn: Callable, reset: Callable = lambda: None, request: Callable = None) -> float:
+    """Median seconds per call over steps 1..STEPS-1 of one generation. ``request``: makes a
+    request handle per generation, entered around every call (how a server interleaves requests)."""
     reset()
+    handle = request() if request is not None else None
     times = []
     with torch.no_grad():
         for i, kw in enumerate(INPUTS):
             start = time.perf_counter()
-            fn(**kw)
+            if handle is None:
+                fn(**kw)
+            else:
+                with handle:
+                    fn(**kw)
             if i:
                 times.append(time.perf_counter() - start)
+    if handle is not None:
+        handle.close()
     return statistics.median(times)
 
 
@@ -85,7 +93,7 @@ def truncated(model: torch.nn.Module, n: int):
         model.transformer_blocks, model.single_transformer_blocks = saved
 
 
-def dit_fx_systems(pkg, tag: str) -> Dict[str, Callable[[], float]]:
+def dit_fx_systems(pkg, tag: str, with_requests: bool = False) -> Dict[str, Callable[[], float]]:
     computed = pkg.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0, max_warmup_steps=1)
     cached = pkg.DBCacheConfig(fn_blocks=1, max_warmup_steps=1, steps_computation_mask=[1] + [0] * (STEPS - 1),
                                steps_computation_policy="static")
@@ -96,6 +104,9 @@ def dit_fx_systems(pkg, tag: str) -> Dict[str, Callable[[], float]]:
             pkg.optimize(model, cfg, compile=compile_)
             name = f"{tag} {'compiled' if compile_ else 'eager'} {kind}"
             systems[name] = (lambda m=model, p=pkg: per_call(m, lambda: p.reset(m)))
+            if with_requests:
+                systems[f"{tag} request {'compiled' if compile_ else 'eager'} {kind}"] = (
+                    lambda m=model, p=pkg: per_call(m, request=lambda: p.new_request(m)))
     return systems
 
 
@@ -104,6 +115,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--before", help="folder holding a package dit_fx_before to compare against")
     ap.add_argument("--out", help="write the JSON here")
+    ap.add_argument("--requests", action="store_true", help="also time the calls inside a request handle")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     # Every diffusers transformer shares one forward code object (diffusers' lora wrapper), so
@@ -123,7 +135,7 @@ def main(argv=None) -> None:
         ideal = torch.compile(ideal_model, fullgraph=True)
         ideal(**INPUTS[0])  # compiled now, for the truncated structure
     systems["ideal F1 compiled"] = lambda: _with_truncated(ideal_model, ideal)
-    systems.update(dit_fx_systems(dit_fx, "after"))
+    systems.update(dit_fx_systems(dit_fx, "after", with_requests=args.requests))
     if args.before:
         sys.path.insert(0, args.before)
         before = importlib.import_module("dit_fx_before")
@@ -149,6 +161,8 @@ def main(argv=None) -> None:
 
     for kind in ("eager computed", "eager cached", "compiled computed", "compiled cached"):
         ratio(f"after {kind}", f"before {kind}")
+        ratio(f"after request {kind}", f"before {kind}")
+        ratio(f"after request {kind}", f"after {kind}")
     for tag in ("after", "before"):
         ratio(f"{tag} eager computed", "eager")
         ratio(f"{tag} compiled computed", "compiled")

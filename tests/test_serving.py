@@ -296,3 +296,55 @@ def test_load_state_dict_assign_recaptures_without_a_limit_warning():
     assert not [w for w in caught if "dit_fx" in str(w.message)], [str(w.message) for w in caught]
     assert torch.equal(got, reference(hidden_states=x, timestep=torch.ones(1))[0])
     assert dit_fx.inspect(model).captures_total == 2  # captured afresh with the new parameters
+
+
+def test_a_pool_of_worker_processes_serves_requests_without_recapturing():
+    import os
+
+    from dit_fx.tools.workers import WorkerPool
+    from serving_jobs import build, generate
+
+    config = dict(fn_blocks=1, residual_diff_threshold=0.2, max_warmup_steps=1)
+    local = dit_fx.optimize(build(), config)
+    expected = {}
+    for seed in range(6):
+        with dit_fx.request(local):
+            expected[seed] = generate(local, seed)
+    here = os.path.dirname(os.path.abspath(__file__))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, old) if p)  # spawned workers import the jobs
+    try:
+        with WorkerPool("serving_jobs:build", config, workers=2) as pool:
+            results = pool.map("serving_jobs:generate", [dict(seed=s) for s in range(6)] * 2)
+            stats = pool.stats()
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+    for i, out in enumerate(results):
+        assert torch.equal(out, expected[i % 6])
+    assert stats and all(s["captures_total"] == 1 for s in stats)  # captured once per worker, not per request
+    with pytest.raises(ValueError, match="workers"):
+        WorkerPool("serving_jobs:build", workers=0)
+
+
+def test_the_backend_path_and_optimize_coexist_in_one_process(tiny):
+    """A model compiled with torch.compile(backend="dit_fx") and then models of the same class
+    optimized: each keeps its own captures (the optimized one used to crash with "found no
+    compiled frames" on diffusers' shared forward code)."""
+    spec = tiny("flux")
+    steps = [spec.make_inputs(i, 900.0 - 100 * i) for i in range(3)]
+    compiled_model = spec.build()
+    compiled = torch.compile(compiled_model, backend="dit_fx", options={"compile": False,
+                             "config": {"fn_blocks": 1, "residual_diff_threshold": 0.0}})
+    with torch.no_grad():
+        via_backend = [compiled(**kw)[0] for kw in steps]
+        optimized = dit_fx.optimize(spec.build(), dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            via_optimize = [optimized(**kw)[0] for kw in steps]
+    for a, b in zip(via_backend, via_optimize):
+        assert torch.equal(a, b)
+    assert dit_fx.summary(compiled).executed_steps == 3 and dit_fx.summary(optimized).executed_steps == 3
+    assert dit_fx.inspect(optimized).captures[-1].supported
