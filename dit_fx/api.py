@@ -146,16 +146,21 @@ class Optimized:
     dynamo_calls: int = 0
     warned_bypass: bool = False
     direct_signature: Dict[Any, Any] = field(default_factory=dict)  # call key -> its signature_key
+    signature_records: Dict[Any, list] = field(default_factory=dict)  # signature_key -> its captures
 
     def forget_captures(self) -> None:
         self.direct.clear()
         self.direct_signature.clear()
         self.captures.clear()
+        for records in self.signature_records.values():
+            self.session.release(records)
+        self.signature_records.clear()
 
     def drop_signature(self, signature: Any) -> None:
         for key in [k for k, sig in self.direct_signature.items() if sig == signature]:
             self.direct.pop(key, None)
             del self.direct_signature[key]
+        self.session.release(self.signature_records.pop(signature, ()))
 
 
 _OPTIMIZED: "weakref.WeakKeyDictionary[torch.nn.Module, Optimized]" = weakref.WeakKeyDictionary()
@@ -332,8 +337,13 @@ def _make_forward(model_ref, original: Callable, state: Optimized, names: Option
             end_observation(token)
         if seen.record is None:
             _warn_bypassed(state)
-        elif key is not None:
-            _learn_direct_call(state, key, original, out, seen.record, seen.flat_output, signature_key(args, kwargs))
+            return out
+        signature = signature_key(args, kwargs)
+        records = state.signature_records.setdefault(signature, [])
+        if not any(r is seen.record for r in records):
+            records.append(seen.record)  # kept alive while its signature's capture is
+        if key is not None:
+            _learn_direct_call(state, key, original, out, seen.record, seen.flat_output, signature)
         return out
 
     forward.__dit_fx__ = True  # type: ignore[attr-defined]

@@ -68,6 +68,7 @@ class Inspection:
     fallback_reason: Optional[str] = None  # set when the whole model runs unmodified
     signatures: int = 0  # input signatures with a live capture (dit_fx.optimize; limit MAX_SIGNATURES)
     signature_evictions: int = 0  # captures dropped past that limit (least recently used first)
+    live_captures: int = 0  # captures still held (dropped signatures' captures are let go)
     passes: Dict[str, List[str]] = field(default_factory=dict)  # of the latest capture
 
     @property
@@ -117,5 +118,6 @@ def inspect(model: Any):
         fallback_reason=optimized.fallback_reason if optimized is not None else None,
         signatures=len(optimized.captures.by_key) if optimized is not None else 0,
         signature_evictions=optimized.captures.evictions if optimized is not None else 0,
+        live_captures=session.live_captures,
         passes=captures[-1].passes if captures else {},
     )

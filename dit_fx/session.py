@@ -150,6 +150,15 @@ class Session:
         self._stage_edits: List[Tuple[str, Callable[[PassList], Optional[PassList]]]] = []
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
 
+    @property
+    def live_captures(self) -> int:
+        return len(self._live)
+
+    def release(self, records) -> None:
+        """Captures no runner will be asked for again (their signature was dropped): let them go."""
+        ids = {id(r) for r in records}
+        self._live = [r for r in self._live if id(r) not in ids]
+
     def edit_stage(self, stage: str, edit: Callable[[PassList], Optional[PassList]]) -> None:
         """Change the pass list of ``stage`` ("rewrite" or "lowering") for later captures, e.g.
         ``session.edit_stage("lowering", lambda p: p.insert_before("compile_regions", quantize))``.

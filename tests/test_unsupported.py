@@ -123,3 +123,4 @@ def test_dynamos_recompile_limit_is_not_shared_and_dit_fx_s_own_limit_is_loud(ti
     info = dit_fx.inspect(model)
     assert info.captures_total == 5 and all(c.supported for c in info.captures)  # batch 1 again: re-captured
     assert info.signatures == 3 and info.signature_evictions == 2
+    assert info.live_captures == 3  # the dropped signatures' captures were let go
