@@ -1,4 +1,4 @@
-"""Command line: ``python -m dit_fx demo [--steps N --threshold T --dump-dir D]``, ``python -m dit_fx matrix``."""
+"""Command line: ``python -m dit_fx demo [--steps N --threshold T --rounds R --dump-dir D]``, ``python -m dit_fx matrix``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m dit_fx demo [--steps N] [--threshold T] [--dump-dir DIR]\n"
+        print("usage: python -m dit_fx demo [--steps N] [--threshold T] [--rounds R] [--dump-dir DIR]\n"
               "       python -m dit_fx matrix    # supported diffusers models, as a markdown table")
         return
     command, rest = argv[0], argv[1:]

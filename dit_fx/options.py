@@ -33,15 +33,16 @@ class CompileOptions:
         Like an autotuning mode, they need ``compile=True`` said explicitly.
     dump_dir: write plan and graphs there after each capture (env ``DIT_FX_DUMP_DIR`` too).
 
-    Why "on CUDA: compiled + CUDA graphs" is the default (docs/benchmarks.md): in every GPU run
-    of the benchmarks (FLUX.1-dev-sized at 512² and 1024², PixArt-Sigma-sized at 512²) dit_fx
-    compiled + CUDA graphs was the fastest configuration, end to end and per cached and computed
-    step; eager partitions lose Inductor's fusions (FLUX 1024² without cache: eager 5.17 s vs
-    compiled 3.75 s) and, on launch-bound models, the graphs (PixArt: 0.127 s compiled vs 0.052 s
-    with graphs). Its cost is the first call (a cold compile of each distinct region; Inductor's
-    disk cache serves later processes): pass ``compile=False`` to start at once. Off CUDA the
-    default stays eager: Inductor's compile time dominates short CPU runs, and eager partitions
-    are bit-exact with the unmodified model in fp32.
+    Why "on CUDA: compiled + CUDA graphs" is the default (docs/benchmarks.md): in every GPU run of
+    the benchmarks (FLUX.1-dev-sized at 512² and 1024², PixArt-Sigma-sized at 512²) compiled + CUDA
+    graphs was dit_fx's fastest configuration end to end; eager partitions lose Inductor's fusions
+    (FLUX 1024² without a cache, H100: eager 5.17 s vs compiled 3.75 s,
+    ``compiled_h100_flux_1024_baselines.json``) and, on launch-bound models, the graphs (PixArt
+    512² F1B0 dynamic, H200: 0.120 s compiled vs 0.052 s with graphs, ``compiled_h200_pixart_512.json``).
+    Its cost is the first call (a cold compile of each distinct region; Inductor's disk cache
+    serves later processes): pass ``compile=False`` to start at once. Off CUDA the default stays
+    eager: Inductor's compile time dominates short CPU runs, and eager partitions are bit-exact
+    with the unmodified model in fp32.
 
     After construction ``inductor_options`` holds the mode's values merged with the explicit ones
     (``explicit_inductor_options`` keeps what was passed); ``resolved(device_type)`` gives the
@@ -69,8 +70,8 @@ class CompileOptions:
             raise ValueError(f"dump_dir must be a path, got {dump_dir!r}")
         set_ = object.__setattr__
         set_(self, "mode", self.mode or "default")
-        if self.cuda_graphs is None and mode_graphs:
-            set_(self, "cuda_graphs", True)
+        if self.cuda_graphs is None and self.mode not in (None, "default"):
+            set_(self, "cuda_graphs", mode_graphs)  # a mode says: reduce-overhead yes, ...-no-cudagraphs no
         set_(self, "explicit_inductor_options", dict(explicit))
         set_(self, "inductor_options", {**mode_inductor, **explicit})
         set_(self, "dump_dir", os.fspath(dump_dir) if dump_dir is not None else None)

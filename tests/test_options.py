@@ -18,6 +18,8 @@ def test_defaults_are_compiled_with_cuda_graphs_on_cuda_and_eager_elsewhere():
     assert (explicit.compile, explicit.cuda_graphs) == (True, False)  # what the user says wins
     assert dit_fx.CompileOptions(compile=False).resolved("cuda").cuda_graphs is False  # graphs need compile by default
     assert dit_fx.CompileOptions(mode="reduce-overhead").cuda_graphs is True
+    no_graphs = dit_fx.CompileOptions(compile=True, mode="max-autotune-no-cudagraphs")
+    assert no_graphs.cuda_graphs is False and no_graphs.resolved("cuda").cuda_graphs is False  # the mode says no
 
 
 def test_a_cpu_capture_with_default_options_runs_eager_and_says_so():
