@@ -20,6 +20,8 @@ import torch
 from .config import AnyConfig, BlockListConfigs, DBCacheConfig, coerce_config
 from .integrations.diffusers import (
     Installation,
+    hooked_forward,
+    parallel_group,
     hook_pipeline,
     install_model,
     is_pipeline,
@@ -31,6 +33,7 @@ from .integrations.diffusers import (
 from .options import CompileOptions
 from .patterns.regions import module_block_lists
 from .runtime.direct_calls import DirectCall, Epoch, OutputTemplate, call_key, make_binder, unwatch_model, watch_model
+from .runtime.host import LOCAL, ReducedHostReads
 from .session import Session, end_observation, forget_session, observe_call, session_of
 
 log = logging.getLogger(__name__)
@@ -204,18 +207,34 @@ def optimize(
     _check_block_counts(model, cfg)
     if model in _OPTIMIZED:
         disable(model)
-    session = Session(cfg, options)
+    group = parallel_group(model)
+    session = Session(cfg, options, host=ReducedHostReads(group) if group is not None else LOCAL)
     session.weak_runners = True  # the Optimized record beside the model keeps the session alive
-    original = type(model).forward.__get__(model)
-    # The class's function, called with the model as its first argument: the record kept beside
-    # the model must not hold it (a bound method would keep a dropped model alive forever).
-    state = Optimized(session, Captures(type(model).forward, WeakBackend(session)))
+    hooked = hooked_forward(model)
+    if hooked is None:
+        original = type(model).forward.__get__(model)
+        # The class's function, called with the model as its first argument: the record kept
+        # beside the model must not hold it (a bound method would keep a dropped model alive).
+        captured_fn = type(model).forward
+    else:
+        # Hooks on the instance (diffusers' context-parallel split/gather): captured with the
+        # forward, collectives and all. (This keeps the model alive until dit_fx.disable.)
+        original = hooked
+        captured_fn = _calling(hooked)
+    state = Optimized(session, Captures(captured_fn, WeakBackend(session)))
     state.captures.on_evict = state.drop_signature
     _OPTIMIZED[model] = state
     forward = _make_forward(weakref.ref(model), original, state, positional_names(original))
     state.installation = install_model(model, forward, _branch_named(session))
     state.epoch = watch_model(model)
     return model
+
+
+def _calling(forward: Callable) -> Callable:
+    def call_hooked_forward(model, *args, **kwargs):
+        return forward(*args, **kwargs)
+
+    return call_hooked_forward
 
 
 def _branch_named(session: Session) -> Callable[[str], Any]:

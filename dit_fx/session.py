@@ -41,6 +41,7 @@ from .options import CompileOptions
 from .passes import LoweringContext, PassList, PassTiming, RewriteContext, lowering_passes, rewrite_nested
 from .patterns import Plan, PlannerInput, build_plans
 from .runtime import CacheStats
+from .runtime.host import LOCAL
 from .runtime.state import GenerationState, StateSlot
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,9 @@ def _observed(record: CompileRecord, flat_output: Any) -> None:
 class Session:
     """Config, options, request state and compile records of one optimized transformer."""
 
-    def __init__(self, config: AnyConfig, options: Optional[CompileOptions] = None):
+    def __init__(self, config: AnyConfig, options: Optional[CompileOptions] = None, host: Any = None):
         self.config = config
+        self.host = host if host is not None else LOCAL  # where decisions read the device (runtime/host.py)
         self.options = options if options is not None else CompileOptions()
         self.lowerer = Lowerer.for_options(self.options)
         # Scope None: all block lists joined into one context; else one context per named list.
@@ -267,7 +269,7 @@ class Session:
     def _rewrite_context(self, plan: Plan, static_inputs: dict, options: CompileOptions):
         config = self.config_of(plan.scope)
         algorithm: Algorithm = algorithm_of(config)
-        cache = algorithm.make_context(config, plan, self.states, outputs_are_reused=options.cuda_graphs)
+        cache = algorithm.make_context(config, plan, self.states, outputs_are_reused=options.cuda_graphs, host=self.host)
         return self._stage("rewrite", algorithm.rewrite_passes()), RewriteContext(plan, config, cache, static_inputs)
 
     def _unmodified(self, record: CompileRecord, gm: fx.GraphModule) -> Callable:

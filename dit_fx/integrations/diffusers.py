@@ -20,7 +20,7 @@ import contextlib
 import functools
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 
@@ -73,6 +73,31 @@ def forward_slot(model: torch.nn.Module) -> str:
     """accelerate's hooks (offloading, device maps) replace ``forward`` and call ``_old_forward``:
     take the inner slot so the hook keeps running around the optimized forward."""
     return "_old_forward" if "_old_forward" in model.__dict__ and hasattr(model, "_hf_hook") else "forward"
+
+
+def hooked_forward(model: torch.nn.Module) -> Optional[Callable]:
+    """The forward someone already installed on the instance (diffusers' ``HookRegistry``: the
+    context-parallel split/gather hooks of ``enable_parallelism``, other hooks), which the
+    optimized forward must run inside the capture rather than bypass. None under accelerate's
+    hooks (they call the ``_old_forward`` slot dit_fx takes) or when there is none."""
+    if forward_slot(model) != "forward":
+        return None
+    inner = model.__dict__.get("forward")
+    return inner if callable(inner) and not getattr(getattr(inner, "__func__", None), "__dit_fx__", False) else None
+
+
+def parallel_group(model: torch.nn.Module) -> Any:
+    """The process group over which a model parallelized with diffusers' ``enable_parallelism``
+    splits its sequence (its context-parallel mesh), or None."""
+    config = getattr(model, "_parallel_config", None)
+    cp = getattr(config, "context_parallel_config", None)
+    mesh = getattr(cp, "_flattened_mesh", None) or getattr(cp, "_mesh", None)
+    if mesh is None:
+        return None
+    try:
+        return mesh.get_group()
+    except Exception:  # noqa: BLE001 - a mesh of several dims: the flattened one is what shards
+        return None
 
 
 def install_model(model: torch.nn.Module, forward: Callable, branch_named: Callable[[str], Any]) -> Installation:

@@ -8,7 +8,7 @@ decision; one process uses ``LOCAL``.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 import torch
 
@@ -30,6 +30,23 @@ class HostReads:
 
 
 LOCAL = HostReads()
+
+
+class ReducedHostReads(HostReads):
+    """Reads summed over a process group (``torch.distributed``): each rank holds a shard of the
+    streams (context parallelism), so the diff's two sums are all-reduced and every rank computes
+    the same relative L1 of the whole tensors, and takes the same decision. The timestep is the
+    same on every rank and read locally."""
+
+    def __init__(self, group: Any = None):
+        self.group = group
+
+    def diff_sums(self, num: torch.Tensor, den: torch.Tensor) -> List[float]:
+        import torch.distributed as dist
+
+        sums = torch.stack([num, den])
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=self.group)
+        return sums.tolist()
 
 
 def ratio(num: float, den: float) -> float:
