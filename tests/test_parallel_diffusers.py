@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 6
+THRESHOLDS = {"flux": 1.28}  # random weights: between the tiny models' step-to-step diffs
 
 
 def _free_port() -> int:
@@ -23,7 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, world: int, port: int, out_dir: str) -> None:
+def _rank(rank: int, world: int, port: int, out_dir: str, name: str = "flux") -> None:
     sys.path.insert(0, HERE)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -33,9 +34,9 @@ def _rank(rank: int, world: int, port: int, out_dir: str) -> None:
         from torch.distributed.device_mesh import init_device_mesh
         from tiny_models import MODELS
 
-        spec = MODELS["flux"]
+        spec = MODELS[name]
         steps = [spec.make_inputs(i, 900.0 - 80 * i) for i in range(STEPS)]
-        cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=1.28, max_warmup_steps=1)  # random weights: diffs 1.1-1.4
+        cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=THRESHOLDS[name], max_warmup_steps=1)
         single = dit_fx.optimize(spec.build(), cfg)
         with torch.no_grad():
             expected = [single(**kw)[0] for kw in steps]
@@ -57,9 +58,10 @@ def _rank(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_optimize_on_a_diffusers_context_parallel_model_agrees_across_ranks(tmp_path):
+@pytest.mark.parametrize("name", ["flux"])  # tiny Wan: diffusers skips a split with a logger call Dynamo cannot trace
+def test_optimize_on_a_diffusers_context_parallel_model_agrees_across_ranks(tmp_path, name):
     pytest.importorskip("diffusers.models._modeling_parallel")
-    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path), name), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for r in ranks:
         assert r["supported"]
