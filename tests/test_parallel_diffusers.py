@@ -72,3 +72,60 @@ def test_optimize_on_a_diffusers_context_parallel_model_agrees_across_ranks(tmp_
         for a, b in zip(r["got"], r["expected"]):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
     assert ranks[0]["diffs"] == ranks[1]["diffs"]  # bit-identical: the all-reduced sums
+
+
+def _decide_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        import dit_fx
+        from dit_fx.runtime import CacheContext
+        from dit_fx.runtime.host import ReducedHostReads
+
+        full = _shards()
+        ctx = CacheContext(dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.1, max_warmup_steps=1),
+                           host=ReducedHostReads())
+        decisions = []
+        for step, shards in enumerate(full):
+            fn = shards[rank]  # each rank sees only its shard, whose local diff differs from the other's
+            reuse = ctx.decide(fn, torch.zeros_like(fn), torch.tensor([1.0 - 0.1 * step]))
+            ctx.run_middle(reuse, lambda h: h + 1.0, (fn,), (fn,))
+            decisions.append(reuse)
+        torch.save(dict(decisions=decisions, diffs=ctx.stats.residual_diffs), os.path.join(out_dir, f"d{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _shards():
+    """Per step, two shards of one Fn residual: shard 0 barely moves, shard 1 moves a lot."""
+    base = torch.arange(1.0, 9.0).reshape(2, 4)
+    return [(base * (1 + 0.01 * k), base * (1 + 0.15 * k)) for k in range(5)]
+
+
+def test_ranks_with_different_local_diffs_take_one_decision(tmp_path):
+    """By construction: the diff's sums are all-reduced, so ranks whose own shards would decide
+    differently (one alone would cache, the other would not) take the same branch, the one a
+    single process on the whole tensor takes."""
+    import dit_fx
+    from dit_fx.runtime import CacheContext
+
+    mp.spawn(_decide_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"d{r}.pt") for r in range(2)]
+    whole = CacheContext(dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.1, max_warmup_steps=1))
+    alone = [CacheContext(dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.1, max_warmup_steps=1)) for _ in range(2)]
+    expected, local = [], [[], []]
+    for step, shards in enumerate(_shards()):
+        t = torch.tensor([1.0 - 0.1 * step])
+        fn = torch.cat(shards)
+        reuse = whole.decide(fn, torch.zeros_like(fn), t)
+        whole.run_middle(reuse, lambda h: h + 1.0, (fn,), (fn,))
+        expected.append(reuse)
+        for r in range(2):
+            own = alone[r].decide(shards[r], torch.zeros_like(shards[r]), t)
+            alone[r].run_middle(own, lambda h: h + 1.0, (shards[r],), (shards[r],))
+            local[r].append(own)
+    assert local[0] != local[1], "the shards alone must disagree for this test to mean anything"
+    assert ranks[0]["decisions"] == ranks[1]["decisions"] == expected
+    assert ranks[0]["diffs"] == ranks[1]["diffs"]
+    for step, diff in whole.stats.residual_diffs.items():
+        assert ranks[0]["diffs"][step] == pytest.approx(diff, rel=1e-6)
