@@ -4,6 +4,7 @@ from .api import disable, dump, generation, optimize, plan, plot_timeline, reset
 from .config import DBCacheConfig, DBPruneConfig, FoCaConfig, TaylorSeerConfig
 from .inspection import Inspection, inspect
 from .options import CompileOptions
+from .parallel import ParallelConfig
 from .requests import Request, new_request, request
 from .runtime import CacheStats, PruneStats
 from .steps_mask import steps_mask
@@ -18,6 +19,7 @@ __all__ = [
     "DBPruneConfig",
     "FoCaConfig",
     "Inspection",
+    "ParallelConfig",
     "PruneStats",
     "Request",
     "TaylorSeerConfig",

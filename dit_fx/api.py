@@ -31,6 +31,7 @@ from .integrations.diffusers import (
     unhook_pipeline,
 )
 from .options import CompileOptions
+from .parallel import ParallelConfig, cfg_parallel_forward
 from .patterns.regions import module_block_lists
 from .runtime.direct_calls import DirectCall, Epoch, OutputTemplate, call_key, make_binder, unwatch_model, watch_model
 from .runtime.host import LOCAL, ReducedHostReads
@@ -178,6 +179,7 @@ def optimize(
     inductor_options: Optional[Mapping[str, Any]] = None,
     mode: str = "default",
     dump_dir: Optional[str] = None,
+    parallel: Optional[ParallelConfig] = None,
 ) -> torch.nn.Module:
     """Make ``model`` (a DiT transformer, or a diffusers pipeline) skip its middle blocks on steps
     where DBCache allows. Returns the same object.
@@ -195,10 +197,17 @@ def optimize(
     a dict of configs by block-list name (``{"transformer_blocks": cfg_a,
     "single_transformer_blocks": cfg_b}``) gives each named list its own cache context, Fn/Bn and
     statistics (lists not named then run every step).
+
+    ``parallel``: a ``dit_fx.ParallelConfig`` inside a process group the caller started
+    (``cfg=2``: CFG parallelism over batched-CFG calls; see ``dit_fx/parallel.py``).
     """
     if is_pipeline(model):
-        return _optimize_pipeline(model, config, dict(compile=compile, cuda_graphs=cuda_graphs,
-                                                      inductor_options=inductor_options, mode=mode, dump_dir=dump_dir))
+        return _optimize_pipeline(model, config, dict(compile=compile, cuda_graphs=cuda_graphs, inductor_options=inductor_options,
+                                                      mode=mode, dump_dir=dump_dir, parallel=parallel))
+    if parallel is not None:
+        if not isinstance(parallel, ParallelConfig):
+            raise ValueError(f"parallel must be a dit_fx.ParallelConfig, got {type(parallel).__name__}")
+        parallel.check()
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize expects a transformer nn.Module or a diffusers pipeline, got {type(model).__name__}")
     options = CompileOptions(compile=compile, cuda_graphs=cuda_graphs, mode=mode,
@@ -225,9 +234,23 @@ def optimize(
     state.captures.on_evict = state.drop_signature
     _OPTIMIZED[model] = state
     forward = _make_forward(weakref.ref(model), original, state, positional_names(original))
+    if parallel is not None and parallel.cfg > 1:
+        forward = _split_cfg(forward, parallel)
     state.installation = install_model(model, forward, _branch_named(session))
     state.epoch = watch_model(model)
     return model
+
+
+def _split_cfg(forward: Callable, parallel: ParallelConfig) -> Callable:
+    """The optimized forward run on this rank's half of each batched-CFG call (``parallel.py``)."""
+    run = cfg_parallel_forward(forward, parallel)
+
+    @functools.wraps(forward.__func__)
+    def split(self, *args, **kwargs):
+        return run(*args, **kwargs)
+
+    split.__dit_fx__ = True  # type: ignore[attr-defined]
+    return types.MethodType(split, forward.__self__)
 
 
 def _calling(forward: Callable) -> Callable:

@@ -129,3 +129,60 @@ def test_ranks_with_different_local_diffs_take_one_decision(tmp_path):
     assert ranks[0]["diffs"] == ranks[1]["diffs"]
     for step, diff in whole.stats.residual_diffs.items():
         assert ranks[0]["diffs"][step] == pytest.approx(diff, rel=1e-6)
+
+
+def _cfg_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    sys.path.insert(0, HERE)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        import dit_fx
+        from tiny_models import MODELS
+
+        spec = MODELS["flux"]
+        steps = [spec.make_inputs(i, 900.0 - 80 * i, batch=2) for i in range(STEPS)]
+        cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=THRESHOLDS["flux"], max_warmup_steps=1)
+        model = dit_fx.optimize(spec.build(), cfg, parallel=dit_fx.ParallelConfig(cfg=world))
+        with torch.no_grad():
+            got = [model(**kw)[0] for kw in steps]
+        torch.save(dict(got=got, cached=dit_fx.summary(model).cached_steps), os.path.join(out_dir, f"cfg{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cfg_parallel_runs_each_half_of_a_batched_cfg_call_on_its_own_rank(tmp_path):
+    """cfg=2: rank r runs row r of every batch-2 call with its own cache decisions (a branch of its
+    own), and both ranks return the whole batch: exactly the single-process runs of each half."""
+    import dit_fx
+    from tiny_models import MODELS
+
+    mp.spawn(_cfg_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"cfg{r}.pt") for r in range(2)]
+    spec = MODELS["flux"]
+    steps = [spec.make_inputs(i, 900.0 - 80 * i, batch=2) for i in range(STEPS)]
+    cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=THRESHOLDS["flux"], max_warmup_steps=1)
+    halves, cached = [], []
+    for r in range(2):
+        model = dit_fx.optimize(spec.build(), cfg)
+        with torch.no_grad():
+            halves.append([model(**{k: (v[r:r + 1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == 2 else v)
+                                    for k, v in kw.items()})[0] for kw in steps])
+        cached.append(dit_fx.summary(model).cached_steps)
+    assert cached[0] or cached[1], "the config must cache some steps for this test to mean anything"
+    for r in range(2):
+        assert ranks[r]["cached"] == cached[r]
+        for step, out in enumerate(ranks[r]["got"]):
+            assert out.shape[0] == 2
+            assert torch.allclose(out, torch.cat([halves[0][step], halves[1][step]]), rtol=1e-5, atol=1e-6)
+
+
+def test_parallel_config_is_validated():
+    import dit_fx
+
+    for kwargs, field in ((dict(cfg=3), "cfg"), (dict(ulysses=0), "ulysses"), (dict(ring=2), "ring"), (dict(tp=True), "tp")):
+        with pytest.raises(ValueError, match=field):
+            dit_fx.ParallelConfig(**kwargs)
+    with pytest.raises(ValueError, match="process group"):  # none started in this process
+        dit_fx.optimize(torch.nn.Linear(2, 2), parallel=dit_fx.ParallelConfig(cfg=2))
+    with pytest.raises(ValueError, match="ParallelConfig"):
+        dit_fx.optimize(torch.nn.Linear(2, 2), parallel={"cfg": 2})
