@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import dit_fx
+import dit_fx.frontend.captures
 from toy_models import ToyDiT, TwinStreamDiT, toy_inputs
 
 CFG = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.9, max_warmup_steps=1)
@@ -104,7 +105,7 @@ def test_dynamos_recompile_limit_is_not_shared_and_dit_fx_s_own_limit_is_loud(ti
     recompile limit (2 here) never turns acceleration off; past dit_fx's own per-model limit the
     least recently used signature is dropped with one warning and captured again when it returns."""
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
-    monkeypatch.setattr(dit_fx.api, "MAX_SIGNATURES", 3)
+    monkeypatch.setattr(dit_fx.frontend.captures, "MAX_SIGNATURES", 3)
     spec = tiny("flux")
     model = spec.build()
     batches = [1, 2, 3, 4, 1]
