@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
 import torch.fx as fx
 
 from .cuda_graphs import GraphedPartition, GraphPool

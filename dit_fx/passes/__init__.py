@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Callable, List, Sequence, Tuple
 
-import torch
 import torch.fx as fx
 
 from ..fx_utils import recompile_shallow, tensor_attributes
