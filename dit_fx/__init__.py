@@ -5,6 +5,7 @@ from .config import DBCacheConfig, DBPruneConfig, FoCaConfig, TaylorSeerConfig
 from .inspection import Inspection, inspect
 from .options import CompileOptions
 from .parallel import ParallelConfig
+from .quantize import QuantizeConfig, quantize  # the function shadows the submodule name: import from dit_fx.quantize
 from .requests import Request, new_request, request
 from .runtime import CacheStats, PruneStats
 from .steps_mask import steps_mask
@@ -21,6 +22,7 @@ __all__ = [
     "Inspection",
     "ParallelConfig",
     "PruneStats",
+    "QuantizeConfig",
     "Request",
     "TaylorSeerConfig",
     "__version__",
@@ -32,6 +34,7 @@ __all__ = [
     "plan",
     "new_request",
     "plot_timeline",
+    "quantize",
     "request",
     "reset",
     "steps_mask",

@@ -14,8 +14,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
+from .quantize import QuantizeConfig, coerce_quantize
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "mode", "inductor_options", "dump_dir")
+BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "mode", "inductor_options", "dump_dir", "quantize")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class CompileOptions:
         ``options``), checked against ``torch._inductor.config``; explicit values win over the mode's.
         Like an autotuning mode, they need ``compile=True`` said explicitly.
     dump_dir: write plan and graphs there after each capture (env ``DIT_FX_DUMP_DIR`` too).
+    quantize: torchao low-bit Linears in the blocks (``dit_fx.QuantizeConfig``, or its kind as a
+        string, or a dict of its fields), applied to the model before capture (``quantize.py``).
+        ``optimize`` only: the backend refuses it (Dynamo has lifted the weights already).
 
     Why "on CUDA: compiled + CUDA graphs" is the default (docs/benchmarks.md): in every GPU run of
     the benchmarks (FLUX.1-dev-sized at 512² and 1024², PixArt-Sigma-sized at 512²) compiled + CUDA
@@ -47,7 +52,7 @@ class CompileOptions:
     After construction ``inductor_options`` holds the mode's values merged with the explicit ones
     (``explicit_inductor_options`` keeps what was passed); ``resolved(device_type)`` gives the
     options one capture uses, with ``compile`` and ``cuda_graphs`` decided.
-    Fields still to come (quantization, parallelism) are added here, checked here.
+    Fields still to come (parallelism) are added here, checked here.
     """
 
     compile: Optional[bool] = None
@@ -55,6 +60,7 @@ class CompileOptions:
     mode: str = "default"
     inductor_options: Mapping[str, Any] = field(default_factory=dict)
     dump_dir: Optional[str] = None
+    quantize: Optional[QuantizeConfig] = None
     explicit_inductor_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +75,7 @@ class CompileOptions:
         if dump_dir is not None and not isinstance(dump_dir, (str, os.PathLike)):
             raise ValueError(f"dump_dir must be a path, got {dump_dir!r}")
         set_ = object.__setattr__
+        set_(self, "quantize", coerce_quantize(self.quantize))
         set_(self, "mode", self.mode or "default")
         if self.cuda_graphs is None and self.mode not in (None, "default"):
             set_(self, "cuda_graphs", mode_graphs)  # a mode says: reduce-overhead yes, ...-no-cudagraphs no
@@ -104,6 +111,11 @@ class CompileOptions:
         unknown = sorted(set(options) - set(BACKEND_OPTIONS))
         if unknown:
             raise ValueError(f"unknown dit_fx backend option(s) {unknown}; known: {list(BACKEND_OPTIONS)}")
+        if options.get("quantize") is not None:
+            raise ValueError(
+                "dit_fx backend option 'quantize': the backend gets the graph after Dynamo lifted the weights and cannot "
+                "change them; quantize first, with dit_fx.quantize(model, kind, inputs=example_kwargs) or "
+                "torchao.quantization.quantize_, then torch.compile(model, backend='dit_fx') runs the quantized weights")
         if mode is not None and options.get("mode", mode) != mode:
             raise ValueError(f"dit_fx backend option 'mode' ({options['mode']!r}) contradicts torch.compile's mode={mode!r}")
         # torch.compile's convention: CUDA graphs only where the mode (or the option) asks.

@@ -62,7 +62,9 @@ def _config_dict(session: "Session") -> dict:
 
 def _options_dict(session: "Session", record: "CompileRecord" = None) -> dict:
     o = (record.options if record is not None else None) or session.options
-    return {"compile": o.compile, "cuda_graphs": o.cuda_graphs, "mode": o.mode, "inductor_options": dict(o.inductor_options)}
+    quantize = asdict(o.quantize) if o.quantize is not None else None
+    return {"compile": o.compile, "cuda_graphs": o.cuda_graphs, "mode": o.mode, "inductor_options": dict(o.inductor_options),
+            "quantize": quantize}
 
 
 def _write(directory: str, name: str, text: str) -> None:
