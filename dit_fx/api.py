@@ -31,6 +31,7 @@ from .integrations.diffusers import (
 from .options import CompileOptions
 from .parallel import ParallelConfig, cfg_parallel_forward
 from .patterns.regions import module_block_lists
+from .quantize import quantize as quantize_model
 from .frontend.captures import Captures, WeakBackend, signature_key
 from .runtime.direct_calls import DirectCall, Epoch, OutputTemplate, call_key, make_binder, unwatch_model, watch_model
 from .runtime.host import LOCAL, ReducedHostReads
@@ -85,6 +86,7 @@ def optimize(
     mode: str = "default",
     dump_dir: Optional[str] = None,
     parallel: Optional[ParallelConfig] = None,
+    quantize: Any = None,
 ) -> torch.nn.Module:
     """Make ``model`` (a DiT transformer, or a diffusers pipeline) skip its middle blocks on steps
     where DBCache allows. Returns the same object.
@@ -105,10 +107,14 @@ def optimize(
 
     ``parallel``: a ``dit_fx.ParallelConfig`` inside a process group the caller started
     (``cfg=2``: CFG parallelism over batched-CFG calls; see ``dit_fx/parallel.py``).
+
+    ``quantize``: torchao low-bit Linears in the blocks (``"int8"``, ``"fp8"``, ... or a
+    ``dit_fx.QuantizeConfig``), applied at the first call before capture (``dit_fx/quantize.py``).
     """
     if is_pipeline(model):
         return _optimize_pipeline(model, config, dict(compile=compile, cuda_graphs=cuda_graphs, inductor_options=inductor_options,
-                                                      mode=mode, dump_dir=dump_dir, parallel=parallel))
+                                                      mode=mode, dump_dir=dump_dir, parallel=parallel,
+                                                      quantize=quantize))
     if parallel is not None:
         if not isinstance(parallel, ParallelConfig):
             raise ValueError(f"parallel must be a dit_fx.ParallelConfig, got {type(parallel).__name__}")
@@ -116,13 +122,21 @@ def optimize(
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize expects a transformer nn.Module or a diffusers pipeline, got {type(model).__name__}")
     options = CompileOptions(compile=compile, cuda_graphs=cuda_graphs, mode=mode,
-                             inductor_options=inductor_options or {}, dump_dir=dump_dir)
+                             inductor_options=inductor_options or {}, dump_dir=dump_dir, quantize=quantize)
     cfg = coerce_config(config)
     _check_block_counts(model, cfg)
+    quantize_model(model, options.quantize)  # at the first call, before capture
     if model in _OPTIMIZED:
         disable(model)
     group = parallel_group(model)
+    sequence = None
+    if parallel is not None:
+        parallel.check_model(model)
+        sequence = parallel.sequence_groups()
+        if sequence is not None:
+            group = sequence.group
     session = Session(cfg, options, host=ReducedHostReads(group) if group is not None else LOCAL)
+    session.sequence = sequence
     session.weak_runners = True  # the Optimized record beside the model keeps the session alive
     hooked = hooked_forward(model)
     if hooked is None:

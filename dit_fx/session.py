@@ -38,8 +38,10 @@ from .frontend.dynamo import (
 from .fx_utils import lazy_graph_module
 from .lowering import Lowerer
 from .options import CompileOptions
+from .passes.shard_sequence import ShardContext, ShardRefused, shard_sequence
 from .passes import LoweringContext, PassList, PassTiming, RewriteContext, lowering_passes, rewrite_nested
 from .patterns import Plan, PlannerInput, build_plans
+from .patterns.plan import ScopeRequest
 from .runtime import CacheStats
 from .runtime.host import LOCAL
 from .runtime.state import GenerationState, StateSlot
@@ -150,6 +152,10 @@ class Session:
         self.weak_runners = False
         self.run_lock = threading.RLock()
         self._stage_edits: List[Tuple[str, Callable[[PassList], Optional[PassList]]]] = []
+        # Context parallelism: the ranks' groups (``runtime/sequence_ops.SequenceGroups``), set by
+        # ``dit_fx.optimize(parallel=...)``; what each capture's shard did, in ``shard_records``.
+        self.sequence = None
+        self.shard_records: List[Any] = []
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
 
     @property
@@ -227,6 +233,8 @@ class Session:
         request = PlannerInput(tuple(algorithm_of(c).scope_request(s, c) for s, c in self.scopes))
         plans = (Plan(reason=reason),) if reason else build_plans(bound.graph, request)
         names = [n.name for n in bound.graph.nodes if n.op == "placeholder"]
+        if plans[0].supported and self.sequence is not None:
+            gm, static, bound, plans = self._shard(gm, captured, example_inputs, plans, request)
         if not plans[0].supported:
             _warn_unmodified(plans[0].reason)
             record = self.records.add(lambda i: CompileRecord(i, plans, bound, None, names))
@@ -265,6 +273,34 @@ class Session:
         # CUDA graphs replay into static buffers shared by every call: one run at a time.
         record.call = _Serialized(glue, self.run_lock) if options.cuda_graphs else glue
         return record, self._runner(record, captured, static)
+
+    def _shard(self, gm, captured, example_inputs, plans, request):
+        """Context parallelism (``passes/shard_sequence.py``) on a copy of the graph, planned again;
+        a refusal warns once and every rank runs the whole sequence (exact, not faster)."""
+        # The whole block stack (a plan may cache one list only): shard where the first block begins.
+        blocks = build_plans(bound_copy(gm, find_static_inputs(gm, example_inputs)).graph,
+                             PlannerInput((ScopeRequest(None, 1, 0),)))[0].blocks or plans[0].blocks
+        working = lazy_graph_module(gm, copy.deepcopy(gm.graph), "ShardedTransformer")
+        ctx = ShardContext(
+            groups=self.sequence,
+            block_of=plans[0].block_map(),
+            first_block=f"{blocks[0].list_name}.{blocks[0].list_index}",
+            carried=blocks[0].carried_inputs,
+            block_outputs=tuple(o for b in blocks for o in b.outputs),
+            example_inputs=tuple(example_inputs),
+        )
+        try:
+            working = shard_sequence(working, ctx)
+        except ShardRefused as exc:
+            ctx.record.reason = str(exc)
+            self.shard_records.append(ctx.record)
+            _warn_once(f"dit_fx: context parallelism refused ({exc}); every rank runs the whole sequence")
+            static = find_static_inputs(gm, example_inputs)
+            return gm, static, bound_copy(gm, static), plans
+        self.shard_records.append(ctx.record)
+        static = find_static_inputs(working, example_inputs)
+        bound = bound_copy(working, static)
+        return working, static, bound, build_plans(bound.graph, request)
 
     def _rewrite_context(self, plan: Plan, static_inputs: dict, options: CompileOptions):
         config = self.config_of(plan.scope)
@@ -351,6 +387,15 @@ def _plan_line(record: CompileRecord) -> str:
     if not plan.supported:
         return f"unmodified ({plan.reason})"
     return f"{plan.num_blocks} blocks, passes {record.passes}"
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+_WARNED: set = set()
 
 
 def _warn_unmodified(reason: Optional[str]) -> None:

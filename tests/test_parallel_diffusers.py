@@ -179,7 +179,8 @@ def test_cfg_parallel_runs_each_half_of_a_batched_cfg_call_on_its_own_rank(tmp_p
 def test_parallel_config_is_validated():
     import dit_fx
 
-    for kwargs, field in ((dict(cfg=3), "cfg"), (dict(ulysses=0), "ulysses"), (dict(ring=2), "ring"), (dict(tp=True), "tp")):
+    for kwargs, field in ((dict(cfg=3), "cfg"), (dict(ulysses=0), "ulysses"), (dict(ring=1.5), "ring"), (dict(tp=True), "tp"),
+                          (dict(tp=2), "tp"), (dict(cfg=2, ulysses=2), "cfg")):
         with pytest.raises(ValueError, match=field):
             dit_fx.ParallelConfig(**kwargs)
     with pytest.raises(ValueError, match="process group"):  # none started in this process
