@@ -1,6 +1,7 @@
 """dit_fx: training-free DiT acceleration as a torch.fx graph rewrite (DBCache)."""
 
 from .api import disable, dump, generation, optimize, plan, plot_timeline, reset, summary
+from .calibrate import Calibration, calibrate
 from .config import DBCacheConfig, DBPruneConfig, FoCaConfig, TaylorSeerConfig
 from .inspection import Inspection, inspect
 from .options import CompileOptions
@@ -14,6 +15,8 @@ from .tools.matrix import supported_models
 __version__ = "0.1.0"
 
 __all__ = [
+    "Calibration",
+    "calibrate",
     "CacheStats",
     "CompileOptions",
     "DBCacheConfig",

@@ -68,6 +68,7 @@ class Inspection:
     fallback_reason: Optional[str] = None  # set when the whole model runs unmodified
     signatures: int = 0  # input signatures with a live capture (dit_fx.optimize; limit MAX_SIGNATURES)
     signature_evictions: int = 0  # captures dropped past that limit (least recently used first)
+    sharding: Optional[Any] = None  # context parallelism: the last capture's ShardRecord (passes/shard_sequence.py)
     live_captures: int = 0  # captures still held (dropped signatures' captures are let go)
     passes: Dict[str, List[str]] = field(default_factory=dict)  # of the latest capture
 
@@ -119,5 +120,6 @@ def inspect(model: Any):
         signatures=len(optimized.captures.by_key) if optimized is not None else 0,
         signature_evictions=optimized.captures.evictions if optimized is not None else 0,
         live_captures=session.live_captures,
+        sharding=session.shard_records[-1] if session.shard_records else None,
         passes=captures[-1].passes if captures else {},
     )

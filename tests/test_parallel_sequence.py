@@ -71,7 +71,8 @@ def _job(rank: int, world: int, port: int, out_dir: str, parallel: dict, jobs) -
         from dit_fx.api import session_for
 
         results = {}
-        for source, name, threshold in jobs:
+        for source, name, threshold, *options in jobs:
+            options = options[0] if options else {}
             spec = _spec(source, name)
             steps = [spec.make_inputs(i, 900.0 - 80 * i) for i in range(STEPS)]
             single = dit_fx.optimize(spec.build(), _config(spec, threshold))
@@ -79,19 +80,19 @@ def _job(rank: int, world: int, port: int, out_dir: str, parallel: dict, jobs) -
             model = spec.build()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                dit_fx.optimize(model, _config(spec, threshold), parallel=dit_fx.ParallelConfig(**parallel))
+                dit_fx.optimize(model, _config(spec, threshold), parallel=dit_fx.ParallelConfig(**parallel), **options)
                 got = _run(model, steps)
             records = session_for(model).shard_records
             record = records[-1] if records else None
             plan = dit_fx.inspect(model).captures[-1]
             if rank == 0 and name == "flux" and threshold == 0.0:
                 dit_fx.dump(model, os.path.join(out_dir, "dump"))
-            results[(name, threshold)] = dict(
+            results[(name, threshold, *sorted(options))] = dict(
                 got=got, expected=expected, cached=_cached(model),
                 expected_cached=_cached(single),
                 reason=record.reason if record else f"not sharded: {plan.reason}",
                 attentions=len(record.attentions) if record else 0, sharded=record.sharded if record else [],
-                supported=plan.supported,
+                supported=plan.supported, compiles=dit_fx.inspect(model).regions.compiles,
                 warnings=[str(w.message) for w in caught if "dit_fx" in str(w.message)],
             )
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -133,10 +134,12 @@ def test_ulysses_over_two_ranks_equals_one_process_for_every_family(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_ulysses_by_ring_over_four_ranks(tmp_path):
-    jobs = [("models", "flux", 0.0), ("models", "flux", CACHED["flux"]), ("models", "wan", CACHED["wan"])]
+    """Also compiled (Inductor regions holding the collectives)."""
+    jobs = [("models", "flux", 0.0), ("models", "flux", CACHED["flux"], dict(compile=True)), ("models", "wan", CACHED["wan"])]
     ranks = _spawn(tmp_path, 4, dict(ulysses=2, ring=2), jobs)
     for key in ranks[0]:
         _check(ranks, key)
+    assert ranks[0][("flux", CACHED["flux"], "compile")]["compiles"] > 0
 
 
 @pytest.mark.timeout(600)
