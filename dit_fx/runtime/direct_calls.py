@@ -163,7 +163,10 @@ def make_binder(forward: Callable, sources: Sequence[str]) -> Optional[InputBind
     getters = []
     for src in sources:
         if src.startswith("L['self']"):
-            getters.append(("self", parse_module_path(src)))
+            path = parse_module_path(src)
+            if not _resolves(getattr(forward, "__self__", None), path):
+                return None  # not a plain attribute path (a DTensor's local shard, a method): Dynamo handles it
+            getters.append(("self", path))
             continue
         keys = tuple(k for k in _subscripts(src))
         if not src.startswith("L[") or not keys or len(keys) > 2:
@@ -173,6 +176,16 @@ def make_binder(forward: Callable, sources: Sequence[str]) -> Optional[InputBind
     kinds = [(p.name, p.kind) for p in signature.parameters.values()]
     varargs_only = kinds == [("args", inspect.Parameter.VAR_POSITIONAL), ("kwargs", inspect.Parameter.VAR_KEYWORD)]
     return InputBinder(signature, tuple(getters), varargs_only)
+
+
+def _resolves(model: Any, path: Sequence[str]) -> bool:
+    obj = model
+    try:
+        for attr in path:
+            obj = getattr(obj, attr)
+    except AttributeError:
+        return False
+    return isinstance(obj, torch.Tensor)
 
 
 def _subscripts(src: str) -> List[Any]:
