@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Fraction of the 20-step samples (one per class) that the shipped classifier must assign to the
 # requested class (chance: 0.1).
-MIN_ACCURACY = 0.5
+MIN_ACCURACY = 0.8  # the trained model (H200, 1471 steps): 0.95 over 300 samples at 20 steps; 5 samples here: 4 of 5 at least
 SAMPLE_STEPS = 20
 # One sample each of five classes (tops, trousers, coats, footwear, bags): ~20-25 s on 2 CPU cores.
 SAMPLE_CLASSES = (0, 1, 4, 7, 8)
