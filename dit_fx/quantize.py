@@ -37,12 +37,17 @@ picks torchao's plain-torch activation quantization, which Inductor fuses into t
 
 torch.compile's backend cannot quantize: Dynamo hands it the graph with the weights already
 lifted; quantize first (``dit_fx.quantize(model, q, inputs=example)`` or torchao's ``quantize_``),
-then ``torch.compile(model, backend="dit_fx")`` runs on the quantized weights. Like
-``torchao.quantization.quantize_``, quantizing sets torchao's recommended Inductor options
-(process-wide ``torch._inductor.config`` values).
+then ``torch.compile(model, backend="dit_fx")`` runs on the quantized weights. Unlike
+``torchao.quantization.quantize_``'s default, dit_fx does not set torchao's recommended Inductor
+options (process-wide ``torch._inductor.config`` values, coordinate-descent tuning among them):
+on the H200 they pushed dit_fx fp8's first call past 250 s, while the computed step with
+Inductor's defaults is already 0.75x bf16 (``benchmarks/results/quantize_h200_flux_1024.json``,
+measured with them off). Set them yourself to try (``torchao.quantization.utils.recommended_inductor_config_setter()``).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import copy
 import fnmatch
@@ -225,7 +230,15 @@ def _fp8_granularity(weight: torch.Tensor):
 
 
 def torchao_config(kind: str, weight: torch.Tensor):
-    """The torchao ``quantize_`` config of ``kind`` for weights like ``weight``."""
+    """The torchao ``quantize_`` config of ``kind`` for weights like ``weight``, told not to
+    change Inductor's process-wide settings (``set_inductor_config=False``)."""
+    config = _torchao_config(kind, weight)
+    if "set_inductor_config" in {f.name for f in dataclasses.fields(config)}:
+        config = dataclasses.replace(config, set_inductor_config=False)
+    return config
+
+
+def _torchao_config(kind: str, weight: torch.Tensor):
     import torchao.quantization as tq
 
     if kind in ("fp8", "fp8_tensor"):
