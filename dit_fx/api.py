@@ -33,12 +33,27 @@ from .parallel import ParallelConfig, cfg_parallel_forward
 from .patterns.regions import module_block_lists
 from .quantize import quantize as quantize_model
 from .frontend.captures import Captures, WeakBackend, signature_key
+from .frontend.pieces import Pieces, RetrySpecialized
 from .runtime.direct_calls import DirectCall, Epoch, OutputTemplate, call_key, make_binder, unwatch_model, watch_model
 from .runtime.host import LOCAL, ReducedHostReads
 from .session import Session, end_observation, forget_session, observe_call, session_of
 
 log = logging.getLogger(__name__)
 _RECOMPILE_LIMIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
+
+
+def _capture_errors() -> tuple:
+    """What a failed capture raises: Dynamo's errors, and the symbolic-shape errors that can
+    escape them (a guard on a size read from a tensor while a block region is traced)."""
+    from torch._subclasses import fake_tensor
+    from torch.fx.experimental import symbolic_shapes
+
+    found = [torch._dynamo.exc.TorchDynamoException, symbolic_shapes.GuardOnDataDependentSymNode]
+    found += [getattr(fake_tensor, n) for n in ("DataDependentOutputException", "DynamicOutputShapeException") if hasattr(fake_tensor, n)]
+    return tuple(found)
+
+
+_CAPTURE_ERRORS = _capture_errors()
 
 
 @dataclass
@@ -138,6 +153,7 @@ def optimize(
     session = Session(cfg, options, host=ReducedHostReads(group) if group is not None else LOCAL)
     session.sequence = sequence
     session.weak_runners = True  # the Optimized record beside the model keeps the session alive
+    session.retries_specialized = True  # a refused capture with symbolic sizes is captured again specialized
     hooked = hooked_forward(model)
     if hooked is None:
         original = type(model).forward.__get__(model)
@@ -278,16 +294,31 @@ def _make_forward(model_ref, original: Callable, state: Optimized, names: Option
         except _RECOMPILE_LIMIT:
             _warn_bypassed(state)  # this signature is not captured; others keep working
             return original(*args, **kwargs)
-        except torch._dynamo.exc.TorchDynamoException as exc:
+        except Exception as exc:
+            in_pieces = state.captures.graph_breaks is not None
+            if not in_pieces and not isinstance(exc, _CAPTURE_ERRORS):
+                raise
             if state.installation.block_marks:
                 # Some block cannot be traced as a region (side effects, input mutation): trace
                 # the forward flat instead, which costs only trace time.
                 log.debug("dit_fx: tracing blocks once failed, tracing flat", exc_info=True)
                 state.installation.unmark_blocks()
                 return forward(self, *args, **kwargs)
+            if state.captures.graph_breaks != "static":
+                # Not one graph: capture again in pieces, with graph breaks allowed outside the
+                # block stack; sizes read from tensors symbolic first, then specialized.
+                log.debug("dit_fx: capture failed, capturing with graph breaks", exc_info=True)
+                refused = _caused_by(exc, RetrySpecialized)
+                if in_pieces:
+                    whole, symbolic = state.session.pieces.whole_graph_reason, state.session.pieces.refused_symbolic
+                else:
+                    whole, symbolic = (str(refused) if refused else _first_line(exc)), refused is not None
+                _allow_graph_breaks(state, model, whole, "static" if in_pieces or refused else "dynamic")
+                state.session.pieces.refused_symbolic = symbolic
+                return forward(self, *args, **kwargs)
             # Capture failed: run the original. If that fails too, the input was the problem.
             out = original(*args, **kwargs)
-            state.fallback_reason = f"could not capture the forward as one graph: {_first_line(exc)}"
+            state.fallback_reason = f"could not capture the forward as one graph: {state.session.pieces.whole_graph_reason}"
             warnings.warn(
                 f"dit_fx: running the model unmodified (no caching): {state.fallback_reason}",
                 RuntimeWarning,
@@ -297,6 +328,11 @@ def _make_forward(model_ref, original: Callable, state: Optimized, names: Option
         finally:
             end_observation(token)
         if seen.record is None:
+            if state.session.pieces is not None:  # no graph of this call held the whole block stack
+                state.fallback_reason = state.session.pieces.reason()
+                warnings.warn(f"dit_fx: running the model unmodified (no caching): {state.fallback_reason}",
+                              RuntimeWarning, stacklevel=2)
+                return out
             _warn_bypassed(state)
             return out
         signature = signature_key(args, kwargs)
@@ -309,6 +345,24 @@ def _make_forward(model_ref, original: Callable, state: Optimized, names: Option
 
     forward.__dit_fx__ = True  # type: ignore[attr-defined]
     return types.MethodType(forward, model_ref())
+
+
+def _caused_by(exc: BaseException, cls: type) -> Optional[BaseException]:
+    """``exc`` or the exception in its chain that is a ``cls``, or None."""
+    while exc is not None:
+        if isinstance(exc, cls):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _allow_graph_breaks(state: Optimized, model: torch.nn.Module, reason: str, mode: str) -> None:
+    """The forward is not one graph (``reason``): capture it from now on in pieces, caching the one
+    that holds the whole block stack (``frontend/pieces.py``). Blocks trace flat."""
+    state.installation.unmark_blocks()
+    state.session.pieces = Pieces(reason, module_block_lists(model), tuple(s for s, _ in state.session.scopes),
+                                  dynamic=mode == "dynamic")
+    state.captures.allow_graph_breaks(mode)
 
 
 _COPIES_WARNED: "weakref.WeakSet" = weakref.WeakSet()

@@ -35,6 +35,7 @@ from .frontend.dynamo import (
     graph_input_sources,
     has_python_side_effects,
 )
+from .frontend.pieces import PASSTHROUGH, Pieces, RetrySpecialized, has_symbolic_sizes
 from .fx_utils import lazy_graph_module
 from .lowering import Lowerer
 from .options import CompileOptions
@@ -156,6 +157,11 @@ class Session:
         # ``dit_fx.optimize(parallel=...)``; what each capture's shard did, in ``shard_records``.
         self.sequence = None
         self.shard_records: List[Any] = []
+        # Set by ``optimize`` when the forward cannot be captured as one graph: later captures
+        # allow graph breaks outside the block stack (``frontend/pieces.py``).
+        self.pieces: Optional[Pieces] = None
+        # ``optimize`` catches ``RetrySpecialized`` (a refused stack with sizes read from tensors).
+        self.retries_specialized = False
         self.__name__ = "dit_fx"  # Dynamo names backends by __name__
 
     @property
@@ -205,8 +211,10 @@ class Session:
         start = time.perf_counter()
         try:
             record, runner = self.compile(gm, example_inputs)
-        except RegionInlineError:
-            raise  # reaches optimize's forward as a Dynamo error: it traces the blocks flat
+            if record is None:  # a piece without the block stack (graph breaks allowed): as captured
+                return runner
+        except (RegionInlineError, RetrySpecialized):
+            raise  # reaches optimize's forward as a Dynamo error: it traces flat / specialized
         except Exception as exc:  # a bug of ours must not break the user's model
             log.debug("dit_fx compile failed", exc_info=True)
             reason = f"dit_fx could not process the captured graph: {exc!r}"
@@ -224,8 +232,14 @@ class Session:
     def compile(self, captured: fx.GraphModule, example_inputs: Sequence[Any]):
         reason = graph_break_reason()
         gm = inline_subgraph_calls(captured)  # blocks traced once (block_tracing.py) -> one flat graph
-        # Direct calls (see runtime/direct_calls.py) need every input's source and no Python side effects.
-        sources = None if has_python_side_effects() else graph_input_sources(len(example_inputs))
+        in_pieces = self.pieces is not None  # graph breaks allowed (frontend/pieces.py)
+        if in_pieces:
+            if self.pieces.classify(gm.graph, reason) == PASSTHROUGH:
+                return None, captured.forward
+            reason = None  # this piece holds the whole block stack
+        # Direct calls (see runtime/direct_calls.py) need every input's source and no Python side
+        # effects, and the whole forward in one graph.
+        sources = None if in_pieces or has_python_side_effects() else graph_input_sources(len(example_inputs))
         static = find_static_inputs(gm, example_inputs)
         options = self.options.resolved(_device_type(example_inputs, static.activation_indices))
         register_parameters(self, [t for t in example_inputs if isinstance(t, torch.nn.Parameter)])
@@ -236,6 +250,8 @@ class Session:
         if plans[0].supported and self.sequence is not None:
             gm, static, bound, plans = self._shard(gm, captured, example_inputs, plans, request)
         if not plans[0].supported:
+            if self.retries_specialized and (self.pieces.dynamic if in_pieces else has_symbolic_sizes(bound.graph)):
+                raise RetrySpecialized(plans[0].reason)  # optimize captures it again, sizes specialized
             _warn_unmodified(plans[0].reason)
             record = self.records.add(lambda i: CompileRecord(i, plans, bound, None, names))
             return record, self._unmodified(record, gm)  # flat: no region copies on every refused step
@@ -243,7 +259,7 @@ class Session:
             # Rewrite a copy of the graph (parameters stay shared): a failure leaves the capture intact.
             # An inlined graph is already a copy of its own.
             working = gm if gm is not captured else lazy_graph_module(gm, copy.deepcopy(gm.graph), "DBCacheGlue")
-            build = lambda plan, inputs: self._rewrite_context(plan, inputs, options)  # noqa: E731
+            build = lambda plan, inputs: self._rewrite_context(plan, inputs, options, in_pieces)  # noqa: E731
             glue, glues, contexts = rewrite_nested(working, plans, static.by_placeholder, build)
             lowering = self._stage("lowering", lowering_passes(options))
             lctx = LoweringContext(
@@ -302,11 +318,12 @@ class Session:
         bound = bound_copy(working, static)
         return working, static, bound, build_plans(bound.graph, request)
 
-    def _rewrite_context(self, plan: Plan, static_inputs: dict, options: CompileOptions):
+    def _rewrite_context(self, plan: Plan, static_inputs: dict, options: CompileOptions, in_pieces: bool = False):
         config = self.config_of(plan.scope)
         algorithm: Algorithm = algorithm_of(config)
         cache = algorithm.make_context(config, plan, self.states, outputs_are_reused=options.cuda_graphs, host=self.host)
-        return self._stage("rewrite", algorithm.rewrite_passes()), RewriteContext(plan, config, cache, static_inputs)
+        ctx = RewriteContext(plan, config, cache, static_inputs, timestep_from_call=in_pieces)
+        return self._stage("rewrite", algorithm.rewrite_passes()), ctx
 
     def _unmodified(self, record: CompileRecord, gm: fx.GraphModule) -> Callable:
         self._live.append(record)

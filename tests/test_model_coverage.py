@@ -26,13 +26,14 @@ TIMESTEPS = [999.0 - 41.0 * k for k in range(STEPS)]  # decreasing, as scheduler
 PREFIX = "dit_fx: running the model unmodified (no caching): "
 
 
-def _calls(spec):
+def _calls(spec, model=None):
     """[(step, inputs)] in pipeline order: cond then uncond per step for separate-CFG families."""
+    shared = spec.prepare(model) if spec.prepare is not None else {}
     out = []
     for k, t in enumerate(TIMESTEPS):
-        out.append((k, spec.make_inputs(k, t)))
+        out.append((k, {**spec.make_inputs(k, t), **shared}))
         if spec.separate_cfg:
-            out.append((k, uncond_inputs(spec, k, t)))
+            out.append((k, {**uncond_inputs(spec, k, t), **shared}))
     return out
 
 
@@ -73,7 +74,7 @@ def test_matrix_rows_and_zoo_agree():
             spec.family, spec.class_name, spec.separate_cfg, spec.scope,
         ), row.key
     assert supported_models() == tuple(sorted({r.class_name for r in MODEL_MATRIX if r.status == "cached"}))
-    assert "FluxTransformer2DModel" in supported_models() and "OmniGenTransformer2DModel" not in supported_models()
+    assert "FluxTransformer2DModel" in supported_models() and "Cosmos3OmniTransformer" not in supported_models()
     table = markdown_table()
     assert table.count("\n") == len(MODEL_MATRIX) + 1 and all(r.family in table for r in MODEL_MATRIX)
     models_doc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "models.md")
@@ -89,21 +90,28 @@ def test_family(key):
     # The module's block lists (the planner's rule, applied to the module tree) are the row's.
     assert module_block_lists(model) == dict(spec.block_lists)
     assert tuple(module_block_lists(model)) == row.block_lists
-    calls = _calls(spec)
+    calls = _calls(spec, model)
     plain = _run(model, calls)
 
     stack = [(n, c) for n, c in spec.block_lists if spec.scope in (None, n)]
-    blocks = [blk for name, _ in stack for blk in getattr(model, name)]
-    n, fn, bn = len(blocks), spec.fn, spec.bn
-    parts = {"head": blocks[:fn], "middle": blocks[fn : n - bn], "tail": blocks[n - bn :]}
+    # One counter per block, before optimize (traced into the graph); grouped into head / middle /
+    # tail by execution order: the spec's (lists one after another), or the plan's where lists
+    # interleave (ConsisID runs a perceiver block after every other transformer block).
+    names = [f"{name}.{i}" for name, _ in stack for i in range(len(getattr(model, name)))]
+    per_block = {nm: BlockCounter([model.get_submodule(nm)]) for nm in names}
+    n, fn, bn = len(names), spec.fn, spec.bn
+
+    def split(order):
+        return {"head": order[:fn], "middle": order[fn : n - bn], "tail": order[n - bn :]}
+
+    parts = split(names)
     assert len(parts["middle"]) >= 2
-    counters = {k: BlockCounter(v) for k, v in parts.items()}  # before optimize: traced into the graph
 
     def counts():
-        return {k: c.value() for k, c in counters.items()}
+        return {k: sum(per_block[nm].value() for nm in v) for k, v in parts.items()}
 
     def zero():
-        for c in counters.values():
+        for c in per_block.values():
             c.count.zero_()
 
     # ---------------------------------------------------------------- unsupported: unmodified + one warning
@@ -138,8 +146,9 @@ def test_family(key):
     assert not _dit_fx_warnings(record)
     plan = _one(dit_fx.plan(model), spec)
     assert plan.supported, plan.reason
-    assert plan.block_lists == tuple(stack)
+    assert _joined(plan.block_lists) == tuple(stack)
     assert _patterns(plan) == row.patterns
+    parts = split([f"{b.list_name}.{b.list_index}" for b in plan.blocks])  # execution order
     assert plan.partition_blocks() == {
         "head": [f"{b.list_name}.{b.list_index}" for b in plan.blocks[:fn]],
         "body": [f"{b.list_name}.{b.list_index}" for b in plan.blocks[fn : n - bn]],
@@ -178,6 +187,14 @@ def test_family(key):
             assert not torch.equal(a, b), "a cached step reuses the middle residual: not the plain output"
             assert torch.isfinite(a).all()
     dit_fx.disable(model)
+
+
+def _joined(block_lists):
+    """(list, count) runs of a plan merged per list, in the order each list first runs."""
+    out = {}
+    for name, count in block_lists:
+        out[name] = out.get(name, 0) + count
+    return tuple(out.items())
 
 
 def _patterns(plan):

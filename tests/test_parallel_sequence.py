@@ -92,6 +92,7 @@ def _job(rank: int, world: int, port: int, out_dir: str, parallel: dict, jobs) -
                 expected_cached=_cached(single),
                 reason=record.reason if record else f"not sharded: {plan.reason}",
                 attentions=len(record.attentions) if record else 0, sharded=record.sharded if record else [],
+                pads=record.zeroed if record else 0,
                 supported=plan.supported, compiles=dit_fx.inspect(model).regions.compiles,
                 warnings=[str(w.message) for w in caught if "dit_fx" in str(w.message)],
             )
@@ -151,3 +152,7 @@ def test_token_counts_that_do_not_divide_are_padded(tmp_path):
     ranks = _spawn(tmp_path, 3, dict(ring=3), jobs)
     for key in ranks[0]:
         _check(ranks, key)
+    # 8 and 16 tokens over 3 ranks: chunks of 3 and 6, so the last rank holds padding.
+    flux = ranks[2][("flux", 0.0)]
+    assert ("hidden_states", 1, ("hidden_states",)) in flux["sharded"]
+    assert flux["pads"] > 0, "the padded path (pad rows zeroed after each block) must have run"

@@ -78,6 +78,23 @@ def test_cfg_two_calls_per_timestep_get_separate_branches():
     assert loop.ctx.stats.generation == 2 and loop.ctx.stats.cfg_cached_steps == [1, 2, 3, 4]
 
 
+def test_cfg_branches_may_carry_hidden_streams_of_different_lengths():
+    """Lumina2 joins each prompt's valid tokens to the image tokens: the uncond call's hidden stream
+    is longer. The shape is compared per branch, so that starts no generation; a change within a
+    branch (a new resolution) still does."""
+    loop = Loop()
+    longer = torch.arange(1.0, 11.0).reshape(2, 5)
+    ts = decreasing(5)
+    for t in ts[:4]:
+        loop.call(t, BASE)
+        loop.call(t, longer)
+    stats = loop.ctx.stats
+    assert stats.generation == 1 and stats.executed_steps == 4 and stats.separate_cfg
+    assert stats.cached_steps == [1, 2, 3] and stats.cfg_cached_steps == [1, 2, 3]
+    loop.call(ts[4], torch.ones(4, 3))  # the cond branch's stream changed shape
+    assert loop.ctx.stats.generation == 2 and loop.ctx.step == 0
+
+
 def test_cfg_branches_never_share_buffers():
     """Were the branches mixed, the uncond call (residual +10) would never be similar enough."""
     loop = Loop(residual_diff_threshold=0.05)

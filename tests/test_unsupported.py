@@ -7,7 +7,7 @@ import torch
 
 import dit_fx
 import dit_fx.frontend.captures
-from toy_models import ToyDiT, TwinStreamDiT, toy_inputs
+from toy_models import CacheWritingDiT, ToyDiT, TwinStreamDiT, toy_inputs
 
 CFG = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.9, max_warmup_steps=1)
 
@@ -125,3 +125,43 @@ def test_dynamos_recompile_limit_is_not_shared_and_dit_fx_s_own_limit_is_loud(ti
     assert info.captures_total == 5 and all(c.supported for c in info.captures)  # batch 1 again: re-captured
     assert info.signatures == 3 and info.signature_evictions == 2
     assert info.live_captures == 3  # the dropped signatures' captures were let go
+
+
+def test_a_graph_break_before_the_blocks_still_caches_the_graph_that_holds_them():
+    """Captured in pieces (frontend/pieces.py): the graph after the break holds every block and is
+    rewritten; its glue reads the call's timestep (Dynamo passes it no timestep input)."""
+    model = ToyDiT(mode="break_before")
+    expected = run(model)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=0.0))
+        got = run(model)
+    assert not dit_fx_warnings(record)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    stats = dit_fx.summary(model)
+    assert stats.executed_steps == 4 and stats.calls == 4  # steps read from the call's timestep
+    assert dit_fx.inspect(model).direct_calls.hits == 0  # the pieces and the Python between them run
+    dit_fx.optimize(model, CFG)
+    run(model)
+    assert dit_fx.summary(model).cached_steps == [1, 2, 3]
+
+
+def test_a_middle_block_writing_into_a_tensor_the_call_passes_in_is_refused():
+    """A cached step would skip the write (a KV cache the blocks fill): never silently stale."""
+    torch.manual_seed(0)
+    model = CacheWritingDiT()
+    caches = [torch.zeros(4, 2, 6, 8) for _ in range(2)]
+
+    def calls(cache):
+        with torch.no_grad():
+            return [model(**toy_inputs(s), kv_cache=cache)[0].clone() for s in range(3)]
+
+    expected = calls(caches[0])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dit_fx.optimize(model, CFG)
+        got = calls(caches[1])
+    found = [str(w.message) for w in dit_fx_warnings(record)]
+    assert len(found) == 1 and "a middle block writes in place into a tensor the call passes in" in found[0], found
+    assert "L['kv_cache']" in found[0]  # Dynamo's source of the input: the forward's argument
+    assert all(torch.equal(a, b) for a, b in zip(got, expected)) and torch.equal(caches[0], caches[1])

@@ -18,7 +18,8 @@ class ToyBlock(nn.Module):
 class ToyDiT(nn.Module):
     """proj_in -> N blocks -> proj_out; ``mode`` injects one thing the rewrite must refuse.
 
-    ok: plain stack.  graph_break: a graph break between blocks 1 and 2.  reuse: block 0 is called
+    ok: plain stack.  graph_break: a graph break between blocks 1 and 2.  break_before: a graph
+    break before the blocks (the timestep is dead after it).  reuse: block 0 is called
     again after the stack (weight sharing).  middle_skip: the output of block 1 (a middle block for
     Fn=1, Bn=1) is added after the stack (a middle value used after the middle).
     """
@@ -34,6 +35,8 @@ class ToyDiT(nn.Module):
     def forward(self, hidden_states, timestep):
         temb = self.time(timestep[:, None])[:, None]
         h = self.proj_in(hidden_states)
+        if self.mode == "break_before":
+            torch._dynamo.graph_break()
         skip = None
         for i, block in enumerate(self.blocks):
             h = block(h, temb)
@@ -80,3 +83,32 @@ class TwinStreamDiT(nn.Module):
         for block in self.blocks:
             h, e = block(h, e)
         return (self.proj_out(h),)
+
+
+class CacheWritingBlock(nn.Module):
+    """A block that stores its keys into a cache tensor the caller passes in (a KV cache)."""
+
+    def __init__(self, dim: int, index: int):
+        super().__init__()
+        self.lin, self.index = nn.Linear(dim, dim), index
+
+    def forward(self, hidden_states, temb, kv_cache):
+        key = self.lin(hidden_states)
+        kv_cache[self.index] = key
+        return hidden_states + torch.tanh(key + temb)
+
+
+class CacheWritingDiT(nn.Module):
+    """ToyDiT whose blocks fill ``kv_cache`` (num_blocks, *hidden.shape) on every call."""
+
+    def __init__(self, num_blocks: int = 4, dim: int = 8):
+        super().__init__()
+        self.time = nn.Linear(1, dim)
+        self.blocks = nn.ModuleList(CacheWritingBlock(dim, i) for i in range(num_blocks))
+
+    def forward(self, hidden_states, timestep, kv_cache):
+        temb = self.time(timestep[:, None])[:, None]
+        h = hidden_states * 1.0
+        for block in self.blocks:
+            h = block(h, temb, kv_cache)
+        return (h,)

@@ -144,7 +144,8 @@ def _inlined(gm: fx.GraphModule) -> fx.GraphModule:
             env[node] = _inline_call(graph, gm, node, env)
         elif node.op == "call_function" and node.target is operator.getitem and node.args[0].target is _INVOKE:
             env[node] = env[node.args[0]][node.args[1]]
-        elif node.op == "get_attr" and isinstance(getattr(gm, node.target, None), fx.GraphModule):
+        elif (node.op == "get_attr" and isinstance(getattr(gm, node.target, None), fx.GraphModule)
+              and all(u.target is _INVOKE for u in node.users)):
             continue  # a subgraph, used only by the calls inlined here
         elif node.target is _REGION_OUTPUT:
             env[node] = env[node.args[0]]  # a region Dynamo inlined itself
@@ -156,8 +157,9 @@ def _inlined(gm: fx.GraphModule) -> fx.GraphModule:
     _drop_unread(graph)
     graph.lint()
     flat = lazy_graph_module(gm, graph, type(gm).__name__)
+    kept = {n.target.split(".")[0] for n in graph.nodes if n.op == "get_attr"}
     for name, child in list(flat.named_children()):
-        if isinstance(child, fx.GraphModule):
+        if isinstance(child, fx.GraphModule) and name not in kept:
             delattr(flat, name)
     return flat
 
@@ -181,6 +183,13 @@ def _inline_call(graph: fx.Graph, gm: fx.GraphModule, call: fx.Node, env: Dict[f
             break
         if node.target is _REGION_OUTPUT:
             inner_env[node] = inner_env[node.args[0]]
+            continue
+        if node.op == "get_attr":
+            # An attribute of the region (a higher-order op's own subgraph: flex attention's
+            # score_mod): reached through the region module, which the flat graph keeps.
+            new = graph.get_attr(f"{call.args[0].target}.{node.target}")
+            new.meta = dict(node.meta)
+            inner_env[node] = new
             continue
         new = graph.node_copy(node, lambda n: inner_env[n])
         new.meta = dict(node.meta)

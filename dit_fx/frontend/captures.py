@@ -9,6 +9,8 @@ that shared limit and silently run unaccelerated.
 from __future__ import annotations
 
 import collections
+import functools
+import re
 import threading
 import types
 import warnings
@@ -16,6 +18,9 @@ import weakref
 from typing import Any, Callable, Optional
 
 import torch
+
+from ..runtime.glue_ops import CALL_TIMESTEP
+from .pieces import DYNAMO_CONFIG
 
 
 MAX_SIGNATURES = 32  # captures dit_fx keeps per model: one per input signature (see ``Captures``)
@@ -40,7 +45,18 @@ class Captures:
         self.limit = MAX_SIGNATURES if limit is None else limit
         self.by_key: "collections.OrderedDict[Any, Callable]" = collections.OrderedDict()
         self.evictions = 0
+        # After a whole-graph capture failed (``frontend/pieces.py``): captures allow graph breaks,
+        # with sizes read from tensors kept symbolic ("dynamic") or specialized ("static").
+        self.graph_breaks: Optional[str] = None
         self._lock = threading.Lock()
+
+    def allow_graph_breaks(self, mode: str) -> None:
+        """Capture from now on with graph breaks allowed: ``mode`` "dynamic" (sizes read from
+        tensors symbolic, ``pieces.DYNAMO_CONFIG``) or "static" (they break the graph and the
+        graphs after the break are specialized to their values)."""
+        with self._lock:
+            self.graph_breaks = mode
+            self.by_key.clear()  # the failed compiles: nothing of them is kept
 
     def for_call(self, args, kwargs) -> Callable:
         key = signature_key(args, kwargs)
@@ -61,13 +77,46 @@ class Captures:
                         RuntimeWarning,
                         stacklevel=4,
                     )
-            fn = torch.compile(fresh_function(self.forward), backend=self.backend, fullgraph=True, dynamic=False)
+            fn = torch.compile(fresh_function(self.forward), backend=self.backend, fullgraph=not self.graph_breaks,
+                               dynamic=False)
+            if self.graph_breaks:
+                fn = _in_pieces(fn, DYNAMO_CONFIG if self.graph_breaks == "dynamic" else {})
             self.by_key[key] = fn
             return fn
 
     def clear(self) -> None:
         with self._lock:
             self.by_key.clear()
+
+
+_TIMESTEP_KEY = re.compile(r"(^|_)timesteps?(_|$)")
+
+
+def call_timestep(kwargs) -> Optional[torch.Tensor]:
+    """The timestep tensor of a call (``timestep`` / ``timesteps``, else the first keyword that
+    names one, as the glue finds a graph's timestep input)."""
+    for key in ("timestep", "timesteps", *kwargs):
+        value = kwargs.get(key)
+        if isinstance(value, torch.Tensor) and (key in ("timestep", "timesteps") or _TIMESTEP_KEY.search(key)):
+            return value
+    return None
+
+
+def _in_pieces(compiled: Callable, config: dict) -> Callable:
+    """A capture with graph breaks allowed: Dynamo's ``config`` for it around every call (tracing
+    and re-tracing happen inside calls), and the call's timestep where a resumed graph's glue
+    reads it."""
+
+    @functools.wraps(compiled)
+    def call(*args, **kwargs):
+        token = CALL_TIMESTEP.set(call_timestep(kwargs))
+        try:
+            with torch._dynamo.config.patch(**config):
+                return compiled(*args, **kwargs)
+        finally:
+            CALL_TIMESTEP.reset(token)
+
+    return call
 
 
 def signature_key(args, kwargs) -> Any:

@@ -3,8 +3,9 @@
 On a transformer (``install_model``): its ``forward`` slot (``_old_forward`` under an accelerate
 hook, so offloading keeps running around the optimized forward), its ``cache_context`` (diffusers
 pipelines name CFG branches with ``transformer.cache_context("uncond")``: dit_fx is told the
-branch too), and each block's ``forward`` (routed through one traced region per block class, see
-``frontend/block_tracing.py``). On a pipeline (``install_pipeline``): its scheduler *instance's*
+branch too), each block's ``forward`` (routed through one traced region per block class, see
+``frontend/block_tracing.py``), and the ``forward`` of data-dependent modules inside blocks (one
+op while traced, see ``frontend/leaf_modules.py``). On a pipeline (``install_pipeline``): its scheduler *instance's*
 ``set_timesteps`` (a pipeline sets timesteps once per call, so each ``pipe(...)`` starts a fresh
 generation; no class is patched). Each patch is an instance attribute whose previous value is kept;
 ``Installation.undo`` restores exactly that, and leaves alone an attribute someone replaced since.
@@ -25,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import torch
 
 from ..frontend.block_tracing import Marks, mark_blocks, unmark_blocks
+from ..frontend.leaf_modules import leaf_patches
 
 TRANSFORMER_COMPONENTS = ("transformer", "transformer_2")
 _MISSING = object()
@@ -105,6 +107,8 @@ def install_model(model: torch.nn.Module, forward: Callable, branch_named: Calla
     ``model.cache_context(name)`` also enters ``branch_named(name)`` (a context manager)."""
     inst = Installation()
     inst.block_marks = mark_blocks(model)  # Dynamo traces each block class once
+    for module, leaf_forward in leaf_patches(model):  # data-dependent modules: one op each while traced
+        inst.set(module, "forward", leaf_forward)
     inst.set(model, forward_slot(model), forward)
     if callable(getattr(model, "cache_context", None)):
         inst.set(model, "cache_context", _naming_cache_context(model.cache_context, branch_named))

@@ -4,7 +4,8 @@ A leaf partition that ``split_block_regions`` split gets each region wrapped in 
 ``CompiledRegion`` (compiled lazily on its first call; blocks of one structure share an
 artifact); an unsplit leaf is compiled whole. Regions made only of ops the plan deferred from the
 head into the body (``LoweringContext.eager_nodes``: they run on computed steps only, a sliver of
-the step) stay eager instead of costing a compile of their own.
+the step) stay eager instead of costing a compile of their own, and so do regions that read sizes
+from tensors' values (a forward captured in pieces).
 
 A region's weights reach it from its parent as ``get_attr`` values; they are moved into the
 ``CompiledRegion`` (its inputs reordered: activations first, weights last), so each call of the
@@ -30,11 +31,13 @@ def compile_regions(glue: fx.GraphModule, ctx: LoweringContext) -> fx.GraphModul
     split = {id(s) for s in ctx.split_leaves}
     for parent, name, leaf in leaf_partitions(ctx):
         if id(leaf) not in split:
-            setattr(parent, name, CompiledRegion(leaf, ctx.compiler))
+            if not _reads_sizes_from_tensors(leaf):
+                setattr(parent, name, CompiledRegion(leaf, ctx.compiler))
             continue
         for call in [n for n in leaf.graph.nodes if n.op == "call_module"]:
             region = getattr(leaf, call.target)
-            if isinstance(region, fx.GraphModule) and not _only(region, ctx.eager_nodes):
+            if (isinstance(region, fx.GraphModule) and not _only(region, ctx.eager_nodes)
+                    and not _reads_sizes_from_tensors(region)):
                 setattr(leaf, call.target, CompiledRegion(region, ctx.compiler, _weights_last(leaf, call, region)))
         for node in [n for n in leaf.graph.nodes if n.op == "get_attr" and not n.users]:
             leaf.graph.erase_node(node)
@@ -62,6 +65,13 @@ def _weights_last(parent: fx.GraphModule, call: fx.Node, region: fx.GraphModule)
     region.recompile()
     call.args = tuple(a for i, a in enumerate(call.args) if i not in moved)
     return tensors
+
+
+def _reads_sizes_from_tensors(region: fx.GraphModule) -> bool:
+    """Whether an op of ``region`` makes a size from a tensor's values (boolean-mask indexing,
+    ``.item()``: a forward captured in pieces, ``frontend/pieces.py``). Inductor cannot compile it
+    from the region's static example inputs; it stays eager (its neighbours still compile)."""
+    return any(n.meta.get("unbacked_bindings") for n in region.graph.nodes)
 
 
 def _only(region: fx.GraphModule, names: frozenset) -> bool:

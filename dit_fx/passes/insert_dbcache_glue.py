@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 
 import torch.fx as fx
 
-from ..runtime import dbcache_decide, dbcache_middle, dbcache_read_timestep
+from ..runtime import call_timestep, dbcache_decide, dbcache_middle, dbcache_read_timestep
 from .manager import RewriteContext
 
 
@@ -25,10 +25,25 @@ def _timestep_input(graph: fx.Graph):
 
     The runtime reads steps, CFG branches and generations from it; without one, each call is a step.
     """
-    for node in graph.nodes:
-        if node.op == "placeholder" and re.search(r"(^|_)timesteps?(_|$)", node.name):
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for node in placeholders:  # the argument itself first (MiniMax-H3 also takes ``timestep_indices``)
+        if re.fullmatch(r"l_(kwargs_)?timesteps?_", node.name):
+            return node
+    for node in placeholders:
+        if re.search(r"(^|_)timesteps?(_|$)", node.name):
             return node
     return None
+
+
+def timestep_node(graph: fx.Graph, ctx: RewriteContext, before: fx.Node):
+    """The timestep the leading glue reads: the graph's own input, else (a graph that resumes after
+    a graph break) the call's, read by a node inserted before ``before``; None without either."""
+    timestep = _timestep_input(graph)
+    if timestep is None and ctx.timestep_from_call:
+        with graph.inserting_before(before):
+            timestep = graph.call_function(call_timestep, ())
+            timestep.name = "call_timestep"
+    return timestep
 
 
 def _body_output_index(node: fx.Node, body_call: fx.Node) -> int:
@@ -63,8 +78,8 @@ def insert_dbcache_glue(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModu
         values[stream.base]._rename(f"{stream.role}_after_fn")
     gm.add_module("cache", ctx.cache)
     # Only the leading plan places the call; a nested list's glue follows it (no timestep read).
-    timestep = _timestep_input(graph) if plan.leads else None
     head_call = next(n for n in graph.nodes if n.op == "call_module" and n.target == "head")
+    timestep = timestep_node(graph, ctx, head_call) if plan.leads else None
     with graph.inserting_before(head_call):
         cache = graph.get_attr("cache")
         if timestep is not None:

@@ -19,7 +19,7 @@ from ..fx_utils import recompile_shallow
 from ..patterns import Plan
 from ..patterns.streams import signature
 from ..runtime import dbprune_begin, dbprune_block
-from .insert_dbcache_glue import _timestep_input
+from .insert_dbcache_glue import timestep_node
 from .manager import RewriteContext
 
 
@@ -34,7 +34,7 @@ def insert_dbprune_guards(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphMo
     if list(graph.nodes).index(hidden) > list(graph.nodes).index(body_call):
         body_call.prepend(hidden)
     gm.add_module("cache", ctx.cache)
-    timestep = _timestep_input(graph) if plan.leads else None
+    timestep = timestep_node(graph, ctx, body_call) if plan.leads else None
     with graph.inserting_before(body_call):
         graph.call_function(dbprune_begin, (graph.get_attr("cache"), hidden, timestep))
     gm.body.add_module("cache", ctx.cache)  # the body's guards call the same context

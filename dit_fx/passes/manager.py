@@ -44,7 +44,7 @@ class RewriteContext:
     plan / config: the plan and the config of this context. cache: the runtime context the glue
     graph calls (built before the passes, with its final configuration). static_inputs: the
     parameters and buffers to bind inside partitions, by placeholder name or ``get_attr`` target.
-    glue_values: the names ``split_partitions`` routed out of the partitions for the glue (it
+    timestep_from_call: see the field. glue_values: the names ``split_partitions`` routed out of the partitions for the glue (it
     fills them; the glue pass reads them).
     """
 
@@ -53,6 +53,9 @@ class RewriteContext:
     cache: torch.nn.Module
     static_inputs: Dict[str, Tuple[str, torch.Tensor]]
     glue_values: Tuple[str, ...] = ()
+    # The graph is one of several Dynamo made of the forward (graph breaks allowed): without a
+    # timestep input of its own, the glue reads the call's timestep (``runtime.call_timestep``).
+    timestep_from_call: bool = False
     # Glue graphs a pass made inside ``gm`` besides ``gm`` itself, by dotted path ("body." for
     # DBPrune's guarded body): lowering treats their children as partitions.
     inner_glues: List[Tuple[str, fx.GraphModule]] = field(default_factory=list)

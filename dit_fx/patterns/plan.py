@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch.fx as fx
 
 from .regions import RawRegion, compute_nodes, find_block_regions, list_order
-from .streams import BlockIO, analyze_block_io, classify_pattern, return_order, signature
+from .streams import BlockIO, analyze_block_io, classify_pattern, return_order, signature, streams_read
 
 PARTITIONS = ("head", "body", "tail")
 
@@ -194,8 +194,16 @@ def build_plans(graph: fx.Graph, request: PlannerInput) -> Tuple[Plan, ...]:
     if len(final_sigs) > 1:
         feeding = _ancestors(_first_output(graph))
         final_sigs = {signature(by_name[o]) for o in ios[-1].outputs if o in feeding} or final_sigs
+    read = None
+    if len(final_sigs) > 1 and _first_output(graph) is not None:
+        # Both reach it: the one whose tokens it reads (ConsisID joins the text stream to the
+        # image stream for a norm after its last block, then keeps the image tokens).
+        read = streams_read(graph, [o for o in ios[-1].outputs if o in feeding], _first_output(graph))
+        final_sigs = {signature(by_name[o]) for o in read} or final_sigs
     if len(final_sigs) != 1:
-        why = f"the last block has {len(final_sigs)} distinct outputs used later; cannot tell the hidden stream"
+        how = (" and the model's first output reads all of them (through an op not followed by token range: a "
+               "gather by indices, a reshape)") if read else ""
+        why = f"the last block has {len(final_sigs)} distinct outputs used later{how}; cannot tell the hidden stream"
         return (Plan(block_lists=tuple(list_order(regions)), blocks=_blocks_info(regions, ios), reason=why),)
     hidden_sig = final_sigs.pop()
     order = [name for name, _ in list_order(regions)]
@@ -207,7 +215,14 @@ def build_plans(graph: fx.Graph, request: PlannerInput) -> Tuple[Plan, ...]:
         if not keep:
             return (Plan(scope=scope, reason=f"no block list named {scope!r} in this graph (found: {order})"),)
         scope_ios = ios if keep[0] == 0 else analyze_block_io(graph, regions, first=keep[0])
-        plan = _plan_one(graph, [regions[k] for k in keep], [scope_ios[k] for k in keep], hidden_sig, fn, bn,
+        sig = hidden_sig
+        if scope is not None and not any(signature(by_name[c]) == sig for c in scope_ios[keep[0]].carried):
+            # The list's stream is reshaped by blocks of another list run between its blocks
+            # (Latte: temporal blocks over frames between spatial blocks over tokens): its hidden
+            # stream is what its own last block returns, if that is one shape.
+            own = {signature(by_name[o]) for o in scope_ios[keep[-1]].outputs}
+            sig = own.pop() if len(own) == 1 else sig
+        plan = _plan_one(graph, [regions[k] for k in keep], [scope_ios[k] for k in keep], sig, fn, bn,
                          defer=req.defer_middle_only_ops)
         plan = _with(plan, scope=scope, leads=not plans, block_of=block_of)
         if not plan.supported:
@@ -286,6 +301,15 @@ def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: S
             body_dep.add(node.name)
         assign[node.name] = part
 
+    # A skipped block must not owe the caller a write: a tensor the call passes in (a KV cache
+    # the blocks fill) written in place by a middle block would keep its old contents on
+    # cached steps.
+    written = _writes_to_call_inputs([by_name[nm] for nm, part in assign.items() if part == "body"])
+    if written:
+        node, source = written
+        return _with(plan, reason=f"a middle block writes in place into a tensor the call passes in ({source}, by "
+                                  f"{node}): skipping the block would skip the write")
+
     # Values leaving the body: each must continue a stream entering it.
     exits: List[str] = []
     for name, part in assign.items():
@@ -308,9 +332,18 @@ def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: S
     if why:
         return _with(plan, reason=why)
     streams = []
+    bypassing = None  # streams the body reads past its first block, computed when needed
     for x in exits:
         sig = signature(by_name[x])
         base, why = _unique([e for e in entry if signature(by_name[e]) == sig], f"stream entering the middle for {x}")
+        if why and not any(signature(by_name[e]) == sig for e in entry):
+            # No carried input of the first middle block has its shape: a stream that bypasses
+            # that block (ConsisID's text stream passes its perceiver cross-attention blocks),
+            # read by a later middle block. It must be the only such value of its shape.
+            bypassing = _stream_inputs_of_body(graph, regions, fn, assign) if bypassing is None else bypassing
+            base, why2 = _unique([e for e in bypassing if e not in entry and signature(by_name[e]) == sig],
+                                 f"stream entering the middle for {x}")
+            why = why2 and why
         if why:
             return _with(
                 plan, reason=f"a middle-block value ({x}) is used after the middle and matches no input stream: {why}"
@@ -331,6 +364,62 @@ def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: S
         deferred_to_body=tuple(deferred),
         partition_of=tuple(assign.items()),
     )
+
+
+_VIEWS = {"view", "reshape", "transpose", "permute", "narrow", "select", "unsqueeze", "squeeze", "flatten",
+          "unflatten", "expand", "as_strided", "t", "view_as", "chunk", "split", "unbind", "movedim"}
+
+
+def _is_in_place(node: fx.Node) -> bool:
+    if node.op == "call_function" and node.target is operator.setitem:
+        return True
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return isinstance(name, str) and name.endswith("_") and not name.startswith("_") and node.op in ("call_method", "call_function")
+
+
+def _viewed_input(node) -> Optional[fx.Node]:
+    """The graph input ``node`` is a view of (through getitem, view, reshape, ...), or None."""
+    while isinstance(node, fx.Node):
+        if node.op == "placeholder":
+            return node
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        if node.target is operator.getitem or name in _VIEWS:
+            node = node.args[0] if node.args else None
+            continue
+        return None
+    return None
+
+
+def _writes_to_call_inputs(nodes: Sequence[fx.Node]) -> Optional[Tuple[str, str]]:
+    """(node, source) of the first in-place write among ``nodes`` into a graph input that comes
+    from the call's arguments (Dynamo's source of the input: not ``L['self']`` module state, not
+    a global), or None."""
+    for node in nodes:
+        if not _is_in_place(node) or not node.args:
+            continue
+        target = _viewed_input(node.args[0])
+        if target is None:
+            continue
+        source = getattr(getattr(target.meta.get("grapharg"), "source", None), "name", None)
+        source = source() if callable(source) else source
+        if isinstance(source, str) and not source.startswith(("L['self']", "L['model']", "G[")):
+            return node.name, source
+    return None
+
+
+def _stream_inputs_of_body(graph: fx.Graph, regions: Sequence[RawRegion], fn: int, assign: Dict[str, str]) -> List[str]:
+    """Head values computed from the Fn blocks that a body op reads (in graph order)."""
+    derived: set = {name for r in regions[:fn] for name in r.nodes}
+    for node in graph.nodes:
+        if assign.get(node.name) == "head" and any(i.name in derived for i in node.all_input_nodes):
+            derived.add(node.name)
+    out: List[str] = []
+    for node in graph.nodes:
+        if assign.get(node.name) == "body":
+            for inp in node.all_input_nodes:
+                if inp.name in derived and inp.name not in out:
+                    out.append(inp.name)
+    return out
 
 
 def _defer_middle_only(candidates: Sequence[fx.Node], assign: Dict[str, str], keep: set) -> List[str]:

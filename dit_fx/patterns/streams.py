@@ -12,9 +12,10 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import operator
 import textwrap
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.fx as fx
@@ -29,8 +30,17 @@ _ENCODER_WORDS = ("encoder", "context", "txt", "text")
 def signature(node: fx.Node) -> Signature:
     value = node.meta.get("example_value", node.meta.get("val"))
     if isinstance(value, torch.Tensor):
-        return tuple(int(s) for s in value.shape), value.dtype
+        return tuple(_size(s) for s in value.shape), value.dtype
     return None
+
+
+def _size(s) -> object:
+    """A static size as an int; a symbolic one (a size read from a tensor, graph breaks allowed:
+    ``frontend/pieces.py``) as its expression, so two values of one symbolic size still match."""
+    if isinstance(s, torch.SymInt):
+        static = s.node.maybe_as_int()
+        return int(static) if static is not None else str(s.node.expr)
+    return int(s)
 
 
 @dataclass(frozen=True)
@@ -138,3 +148,165 @@ def analyze_block_io(graph: fx.Graph, regions: Sequence[RawRegion], first: int =
         )
         result.append(BlockIO(tuple(n.name for n in carried), tuple(n.name for n in context), tuple(outs), enc_ctx))
     return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Which streams a value reads, by token range: a ``cat`` of two streams followed by a slice that
+# keeps one of them (ConsisID normalises text and image tokens together after its last block,
+# then keeps the image tokens) reads only that one, though both are its ancestors.
+
+_ELEMENTWISE_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pow,
+    torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.tanh, torch.sigmoid, torch.exp,
+    torch.sqrt, torch.rsqrt, torch.clamp, torch.where,
+    torch.nn.functional.silu, torch.nn.functional.gelu, torch.nn.functional.relu, torch.nn.functional.dropout,
+}
+_ELEMENTWISE_METHODS = {
+    "to", "float", "half", "bfloat16", "type_as", "contiguous", "clone", "add", "sub", "mul", "div",
+    "pow", "neg", "sigmoid", "tanh", "exp", "sqrt", "rsqrt", "clamp",
+}
+
+
+@dataclass(frozen=True)
+class _Reads:
+    """The candidate streams a value reads: along ``dim`` (None: the whole value, no token
+    ranges known), consecutive ranges of ``length`` tokens each reading its own streams."""
+
+    dim: Optional[int]
+    segments: Tuple[Tuple[int, FrozenSet[str]], ...]
+
+    @property
+    def streams(self) -> FrozenSet[str]:
+        return frozenset().union(*(s for _, s in self.segments)) if self.segments else frozenset()
+
+
+def _shape(node) -> Optional[Tuple[int, ...]]:
+    if not isinstance(node, fx.Node):
+        return None
+    value = node.meta.get("example_value", node.meta.get("val"))
+    if not isinstance(value, torch.Tensor):
+        return None
+    if any(not isinstance(s, int) and getattr(s.node, "maybe_as_int", lambda: None)() is None for s in value.shape):
+        return None  # symbolic: no token ranges
+    return tuple(int(s) for s in value.shape)
+
+
+def _whole(streams: FrozenSet[str]) -> _Reads:
+    return _Reads(None, ((0, frozenset(streams)),))
+
+
+def _along(reads: _Reads, node: fx.Node, dim: int) -> Optional[Tuple[Tuple[int, FrozenSet[str]], ...]]:
+    """The token ranges of ``node`` along ``dim`` (a whole value: one range)."""
+    shape = _shape(node)
+    if shape is None or not -len(shape) <= dim < len(shape):
+        return None
+    dim %= len(shape)
+    if reads.dim is None:
+        return ((shape[dim], reads.streams),)
+    return reads.segments if reads.dim == dim else None
+
+
+def _slice(segments, start: int, stop: int):
+    out, pos = [], 0
+    for length, streams in segments:
+        lo, hi = max(pos, start), min(pos + length, stop)
+        if lo < hi:
+            out.append((hi - lo, streams))
+        pos += length
+    return tuple(out)
+
+
+def _getitem(reads: _Reads, source: fx.Node, index) -> _Reads:
+    shape = _shape(source)
+    if reads.dim is None or shape is None:
+        return _whole(reads.streams)
+    index = index if isinstance(index, tuple) else (index,)
+    if any(i is Ellipsis for i in index) or any(isinstance(i, fx.Node) for i in index):
+        return _whole(reads.streams)
+    in_dim, out_dim = 0, 0
+    for item in index:
+        if item is None:
+            out_dim += 1
+            continue
+        if in_dim == reads.dim:
+            if not isinstance(item, slice) or item.step not in (None, 1):
+                return _whole(reads.streams)
+            start, stop, _ = item.indices(shape[in_dim])
+            if not all(isinstance(v, int) for v in (start, stop)):
+                return _whole(reads.streams)
+            return _Reads(out_dim, _slice(reads.segments, start, stop))
+        if isinstance(item, int):
+            in_dim += 1
+        elif isinstance(item, slice):
+            in_dim, out_dim = in_dim + 1, out_dim + 1
+        else:
+            return _whole(reads.streams)
+    return _Reads(out_dim + (reads.dim - in_dim), reads.segments)  # the token dim is not indexed
+
+
+def _elementwise(node: fx.Node, known: Dict[fx.Node, _Reads]) -> _Reads:
+    """Token ranges survive an elementwise op whose other operands read no stream."""
+    out_shape = _shape(node)
+    operands = [a for a in node.all_input_nodes if a in known]
+    if len(operands) != 1 or out_shape is None or known[operands[0]].dim is None:
+        return _whole(frozenset().union(*(known[a].streams for a in operands)))
+    (source,) = operands
+    reads, in_shape = known[source], _shape(source)
+    if in_shape is None:
+        return _whole(reads.streams)
+    dim = reads.dim + len(out_shape) - len(in_shape)
+    if dim < 0 or out_shape[dim] != in_shape[reads.dim]:
+        return _whole(reads.streams)
+    return _Reads(dim, reads.segments)
+
+
+def _transfer(node: fx.Node, known: Dict[fx.Node, _Reads]) -> _Reads:
+    inputs = [a for a in node.all_input_nodes if a in known]
+    if not inputs:
+        return _whole(frozenset())
+    if node.op == "call_function" and node.target is torch.cat:
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        parts = []
+        for t in tensors:
+            shape = _shape(t)
+            seg = _along(known[t], t, dim) if t in known else (((shape[dim], frozenset()),) if shape is not None else None)
+            if seg is None:
+                return _whole(frozenset().union(*(known[a].streams for a in inputs)))
+            parts.extend(seg)
+        shape = _shape(node)
+        return _Reads(dim % len(shape), tuple(parts)) if shape is not None else _whole(frozenset().union(*(s for _, s in parts)))
+    source = node.args[0] if node.args else None
+    if node.target is operator.getitem and source in known and len(inputs) == 1:
+        return _getitem(known[source], source, node.args[1])
+    reads = known.get(source) if isinstance(source, fx.Node) else None
+    if reads is not None and reads.dim is not None and len(inputs) == 1:
+        shape = _shape(source)
+        if shape is not None:
+            if node.target is torch.nn.functional.layer_norm or node.target == "layer_norm":
+                normalized = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape")
+                if isinstance(normalized, (tuple, list)) and reads.dim < len(shape) - len(normalized):
+                    return reads
+            if node.target is torch._C._nn.linear and reads.dim < len(shape) - 1:
+                return reads
+    if (node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS) or (
+        node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
+    ):
+        return _elementwise(node, known)
+    return _whole(frozenset().union(*(known[a].streams for a in inputs)))
+
+
+def streams_read(graph: fx.Graph, streams: Sequence[str], target: fx.Node) -> FrozenSet[str]:
+    """Which of ``streams`` (node names) ``target`` reads, following token ranges through
+    ``cat``, slices, token-wise norms and linears and elementwise ops; any other op reads all
+    the streams of its inputs (so the answer never misses a stream it reads)."""
+    known: Dict[fx.Node, _Reads] = {}
+    names = set(streams)
+    for node in graph.nodes:
+        if node.name in names:
+            known[node] = _whole(frozenset([node.name]))
+        elif node.op in ("call_function", "call_method", "call_module") and any(a in known for a in node.all_input_nodes):
+            known[node] = _transfer(node, known)
+        if node is target:
+            break
+    return known[target].streams if target in known else frozenset()

@@ -1,7 +1,7 @@
 """State the rewritten graph calls into on every step. Imports nothing from the compile side."""
 
 from .context import CacheContext, CacheStats, relative_l1
-from .glue_ops import dbcache_decide, dbcache_middle, dbcache_read_timestep, dbprune_begin, dbprune_block
+from .glue_ops import CALL_TIMESTEP, call_timestep, dbcache_decide, dbcache_middle, dbcache_read_timestep, dbprune_begin, dbprune_block
 from .host import LOCAL, HostReads
 from .prune import PruneContext, PruneStats
 from .state import GenerationState, StateSlot
@@ -18,6 +18,8 @@ __all__ = [
     "StateSlot",
     "StepTracker",
     "relative_l1",
+    "CALL_TIMESTEP",
+    "call_timestep",
     "dbcache_decide",
     "dbcache_middle",
     "dbcache_read_timestep",

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
@@ -11,11 +12,23 @@ from torch.fx.node import has_side_effect
 
 from .context import CacheContext
 
+# The timestep tensor of the transformer call in progress, for a glue whose graph does not take it
+# as an input: with graph breaks allowed (``frontend/pieces.py``) the graph holding the blocks
+# resumes after the break and Dynamo passes it only the values it still reads, often not the
+# timestep. Set by the capture wrapper around each call (``frontend/captures.py``).
+CALL_TIMESTEP: contextvars.ContextVar = contextvars.ContextVar("dit_fx_call_timestep", default=None)
+
 
 @has_side_effect
 def dbcache_read_timestep(cache: CacheContext, timestep: Optional[torch.Tensor]) -> None:
     """Start reading the timestep (asynchronously on CUDA) before the head runs."""
     cache.prefetch_timestep(timestep)
+
+
+@has_side_effect  # read once per call, where the glue starts: never moved or removed
+def call_timestep() -> Optional[torch.Tensor]:
+    """The timestep the current transformer call received (None: none, or not known)."""
+    return CALL_TIMESTEP.get()
 
 
 @has_side_effect  # advances the step counter: never dead-code eliminated

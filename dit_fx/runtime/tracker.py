@@ -8,7 +8,8 @@ Read from the timestep the transformer receives, with no hints needed:
   at most ``MAX_BRANCHES`` calls share a timestep: a loop that repeats one timestep on purpose
   should set ``enable_separate_cfg=False``;
 - a change of the hidden stream's shape (resolution, batch size), dtype or device starts a new
-  generation (other inputs may differ per branch: a negative prompt of another length); so do
+  generation; the shape is compared per CFG branch (other inputs may differ per branch: a negative
+  prompt of another length, which Lumina2 joins to the hidden stream itself); so do
   ``reset()`` and step ``N+1`` of ``num_inference_steps=N`` steps.
 Without a timestep input every call is one step (with ``enable_separate_cfg=True``: calls alternate
 between branches by parity, as in cache-dit).
@@ -42,7 +43,7 @@ class StepTracker:
     def __init__(self, config: DBCacheConfig):
         self.config = config
         self.generation = 0
-        self._signature = None  # (shape, dtype, device) of the hidden stream of the last call
+        self._signatures = {}  # branch index -> (shape, dtype, device) of its hidden stream at its last call
         self._start_generation(None)
         self.generation, self._pending = 0, True  # the first call starts generation 1
         # Told by the owning GenerationState (``expect_steps`` / ``branch_named``), never poked from outside.
@@ -53,6 +54,7 @@ class StepTracker:
 
     def _start_generation(self, t: Optional[float]) -> None:
         self._refresh()
+        self._signatures = {}
         self.run_step = 0  # steps since the generation began (a forced refresh keeps counting)
         self._refreshes = 0
         self.separate_cfg = False
@@ -83,9 +85,7 @@ class StepTracker:
         cfg = self.config
         moved = t is not None and self._last_t is not None and t != self._last_t
         direction = (1 if t > self._last_t else -1) if moved else 0
-        new_generation = self._pending or signature != self._signature or (
-            moved and self._direction != 0 and direction != self._direction
-        )
+        new_generation = self._pending or (moved and self._direction != 0 and direction != self._direction)
         new_step = False
         if not new_generation:
             if cfg.enable_separate_cfg is False or (t is None and cfg.enable_separate_cfg is None):
@@ -94,10 +94,15 @@ class StepTracker:
                 new_step = self.call_in_step >= 1
             else:
                 new_step = moved or self.call_in_step + 1 >= MAX_BRANCHES
+            # The hidden stream's shape is compared per branch: a branch's stream may be longer
+            # than another's (Lumina2 joins the prompt's valid tokens to it, and a negative
+            # prompt has another length). A branch seen for the first time takes any shape.
+            known = self._signatures.get(0 if new_step else self.call_in_step + 1)
+            if known is not None and signature != known:
+                new_generation = True
             n = self.num_steps_override if self.num_steps_override is not None else cfg.num_inference_steps
             if new_step and n is not None and self.run_step + 1 >= n:
                 new_generation = True
-        self._signature = signature
         if new_generation:
             self._start_generation(t)
         elif new_step and self._forces_refresh():
@@ -114,6 +119,7 @@ class StepTracker:
             self.call_in_step += 1
             self.separate_cfg = True
         self._last_t = t
+        self._signatures[self.call_in_step] = signature
         self.calls += 1
         self.branch = self._branch_name(self.call_in_step)
 
