@@ -2,14 +2,22 @@
 CPU with the model's own computation (its computed steps equal the plain model): same cached steps,
 same diffs, outputs within 1e-5 relative, per CFG branch for separate-CFG families.
 
-Not here, with the reason: ConsisID (cache-dit runs its perceiver cross-attention once after the
-whole block list instead of between blocks: its computed steps differ from the model by up to 86%);
-Bria FIBO (its patch functor changes the computed output by 17% on the tiny model); HiDream (dit_fx
-caches the single-stream list alone, measuring the Fn residual on the stream entering block Fn,
-which carries that block's own appended Llama tokens; cache-dit's patch functor caches both lists
-and measures it on the blocks' outputs, so the diffs differ by 10x: same model, other decisions);
-and the families cache-dit has no adapter for (Kandinsky 6, Qwen-Image 2.1, Wan Animate, FLUX.3,
-...).
+HiDream and Bria FIBO cache their single-stream list with a context of its own; cache-dit's registry
+adapters (with their patch functors) give each list a context, so the reference runs the same
+configuration with the list before it never cached (``run_cache_dit_lists``). Both forwards join
+values to the stream entering each single-stream block that the previous block did not compute
+(HiDream appends that block's own Llama-layer tokens, FIBO overwrites half the channels of the text
+tokens with that block's own text-encoder layer); cache-dit's patched blocks do the joining inside
+the block, so its Fn residual covers the block-computed tokens only (HiDream: image and initial
+prompt tokens; FIBO: image tokens), and so does dit_fx's (``Plan.fn_residual_tokens``). Measured on
+the whole entering value, the diffs were about 12x smaller (step 3: 0.0175 vs 0.2241 on HiDream,
+0.0112 vs 0.1366 on FIBO), the joined values' step-to-step constant difference diluting them.
+
+Not here, with the reason: ConsisID (cache-dit replaces the block list by one cached module, so the
+forward's loop runs its perceiver cross-attention once, after all blocks, instead of after blocks 0
+and 2: with caching never triggered its outputs differ from the model's by 34-52% on this
+trajectory); and the families cache-dit has no adapter for (Kandinsky 6, Qwen-Image 2.1, Wan
+Animate, FLUX.3, ...).
 """
 
 import math
@@ -19,7 +27,7 @@ import torch
 
 import dit_fx
 from helpers import run_steps
-from reference_harness import run_cache_dit
+from reference_harness import run_cache_dit, run_cache_dit_lists
 from tiny_zoo import ZOO, _gen, _randn, uncond_inputs
 
 STEPS = 12
@@ -86,3 +94,30 @@ def test_same_cached_steps_and_outputs_as_cache_dit(key, fn, bn, threshold, drif
     stats = stats[spec.scope] if spec.scope else stats
     assert stats.executed_steps == STEPS
     _compare(stats, ref, got, spec.separate_cfg)
+
+
+# family, the list before the cached one (never cached), threshold, tokens of the Fn residual:
+# HiDream's 16 image + 16 initial prompt tokens of 40 (its last 8 are each block's own Llama tokens);
+# FIBO's 16 image tokens after 8 text tokens.
+LIST_CASES = [
+    ("hidream", "double_stream_blocks", 0.30, (1, 0, 32)),
+    ("bria_fibo", "transformer_blocks", 0.30, (1, 8, 24)),
+]
+
+
+@pytest.mark.parametrize("key, first, threshold, tokens", LIST_CASES, ids=[c[0] for c in LIST_CASES])
+def test_single_stream_list_as_cache_dit(key, first, threshold, tokens):
+    spec = ZOO[key]
+    model = spec.build()
+    calls = trajectory(spec)
+    kwargs = dict(max_warmup_steps=3, warmup_interval=1, max_cached_steps=-1)
+    ref = run_cache_dit_lists(model, calls, {first: dict(Fn=1, Bn=0, residual_diff_threshold=0.0, **kwargs),
+                                             spec.scope: dict(Fn=1, Bn=1, residual_diff_threshold=threshold, **kwargs)})
+    assert not ref["lists"][first]["cached_steps"]
+    cfg = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=1, residual_diff_threshold=threshold, **kwargs)
+    dit_fx.optimize(model, {spec.scope: cfg})
+    got = run_steps(model, calls)
+    assert dit_fx.plan(model)[spec.scope].fn_residual_tokens == tokens
+    stats = dit_fx.summary(model)[spec.scope]
+    assert stats.executed_steps == STEPS
+    _compare(stats, {**ref["lists"][spec.scope], "outputs": ref["outputs"]}, got, False)

@@ -6,6 +6,9 @@ After this pass the parent graph reads like the algorithm::
     reuse = dbcache_decide(self.cache, hidden_after_fn, hidden_before_blocks, timestep)
     middle = dbcache_middle(self.cache, reuse, self.body, (body args...), (stream bases...))
     tail = self.tail(middle[0], ...)
+
+Where the plan names ``fn_residual_tokens``, both values the decision reads are narrowed to those
+tokens first (views).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 import operator
 from typing import Dict, List, Tuple
 
+import torch
 import torch.fx as fx
 
 from ..runtime import call_timestep, dbcache_decide, dbcache_middle, dbcache_read_timestep
@@ -85,8 +89,15 @@ def insert_dbcache_glue(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModu
         if timestep is not None:
             graph.call_function(dbcache_read_timestep, (cache, timestep))
     with graph.inserting_before(body_call):
+        hidden_fn, hidden_in = values[plan.hidden_fn], values[plan.hidden_in]
+        if plan.fn_residual_tokens is not None:  # the blocks' tokens only (views, no copy)
+            dim, start, stop = plan.fn_residual_tokens
+            hidden_fn = graph.call_function(torch.narrow, (hidden_fn, dim, start, stop - start))
+            hidden_fn.name = "hidden_after_fn_tokens"
+            hidden_in = graph.call_function(torch.narrow, (hidden_in, dim, start, stop - start))
+            hidden_in.name = "hidden_before_blocks_tokens"
         # The runtime forms the Fn residual only when it reads it (not on static-mask cached steps).
-        reuse = graph.call_function(dbcache_decide, (cache, values[plan.hidden_fn], values[plan.hidden_in], timestep))
+        reuse = graph.call_function(dbcache_decide, (cache, hidden_fn, hidden_in, timestep))
         reuse.name = "reuse"
         body = graph.get_attr("body")
         middle = graph.call_function(

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch.fx as fx
 
 from .regions import RawRegion, compute_nodes, find_block_regions, list_order
-from .streams import BlockIO, analyze_block_io, classify_pattern, return_order, signature, streams_read
+from .streams import BlockIO, analyze_block_io, block_token_range, classify_pattern, return_order, signature, streams_read
 
 PARTITIONS = ("head", "body", "tail")
 
@@ -70,6 +70,11 @@ class Plan:
     bn_blocks: int = 0
     hidden_in: Optional[str] = None
     hidden_fn: Optional[str] = None
+    # (dim, start, stop): the tokens of hidden_in and hidden_fn the Fn residual is measured on, when
+    # the forward joins to the stream, between blocks, values the previous block did not compute
+    # (HiDream's per-block Llama tokens, FIBO's per-block text-encoder channels: their change is no
+    # block's work); the tokens left are the ones the block computed. None: the whole values.
+    fn_residual_tokens: Optional[Tuple[int, int, int]] = None
     middle_streams: Tuple[MiddleStream, ...] = ()
     hoisted_to_head: Tuple[str, ...] = ()
     # Ops of the last Fn block that only the middle reads (FLUX: the text stream's output layers
@@ -126,6 +131,9 @@ class Plan:
             lines.append(f"  head: pre-ops + {len(parts['head'])} blocks (Fn={self.fn_blocks})")
             lines.append(f"  body: {len(parts['body'])} blocks")
             lines.append(f"  tail: {len(parts['tail'])} blocks (Bn={self.bn_blocks}) + output ops")
+            if self.fn_residual_tokens is not None:
+                dim, start, stop = self.fn_residual_tokens
+                lines.append(f"  Fn residual on tokens [{start}:{stop}] (dim {dim}) of {self.hidden_fn} - {self.hidden_in}")
             for s in self.middle_streams:
                 lines.append(f"  middle stream {s.role}: {s.output} = {s.base} + residual")
             if self.deferred_to_body:
@@ -223,7 +231,7 @@ def build_plans(graph: fx.Graph, request: PlannerInput) -> Tuple[Plan, ...]:
             own = {signature(by_name[o]) for o in scope_ios[keep[-1]].outputs}
             sig = own.pop() if len(own) == 1 else sig
         plan = _plan_one(graph, [regions[k] for k in keep], [scope_ios[k] for k in keep], sig, fn, bn,
-                         defer=req.defer_middle_only_ops)
+                         defer=req.defer_middle_only_ops, before=ios[keep[0] - 1].outputs if keep[0] else ())
         plan = _with(plan, scope=scope, leads=not plans, block_of=block_of)
         if not plan.supported:
             return (plan,)
@@ -255,20 +263,24 @@ def _nested_in_tail(outer: Plan, inner: Plan) -> bool:
     return all(where.get(name) == "tail" for name, part in inner.partition_of if part != "head")
 
 
-def _plan_one(graph, regions, ios, hidden_sig, fn_blocks: int, bn_blocks: int, defer: bool = True) -> Plan:
+def _plan_one(graph, regions, ios, hidden_sig, fn_blocks: int, bn_blocks: int, defer: bool = True,
+              before: Sequence[str] = ()) -> Plan:
     blocks = _blocks_info(regions, ios)
     base = Plan(block_lists=tuple(list_order(regions)), blocks=blocks, fn_blocks=fn_blocks, bn_blocks=bn_blocks)
     n = len(regions)
     if fn_blocks + bn_blocks >= n:
         return _with(base, reason=f"{n} blocks found; Fn + Bn = {fn_blocks + bn_blocks} leaves no middle block to cache")
-    return _partition(graph, base, regions, ios, hidden_sig, defer)
+    return _partition(graph, base, regions, ios, hidden_sig, defer, before)
 
 
 def _with(plan: Plan, **changes) -> Plan:
     return replace(plan, **changes)
 
 
-def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: Sequence[BlockIO], hidden_sig, defer: bool) -> Plan:
+def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: Sequence[BlockIO], hidden_sig, defer: bool,
+               before: Sequence[str] = ()) -> Plan:
+    """``before``: the outputs of the block that runs just before the stack (none: the stack starts
+    the graph's blocks)."""
     by_name = {nd.name: nd for nd in graph.nodes}
     nodes = compute_nodes(graph)
     n, fn, bn = len(regions), plan.fn_blocks, plan.bn_blocks
@@ -331,6 +343,11 @@ def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: S
     )
     if why:
         return _with(plan, reason=why)
+    # The Fn residual is the blocks' change of their stream: tokens the forward joins to it between
+    # blocks that the previous block did not compute (the same range of both values) are left out.
+    tokens = block_token_range(graph, ios[fn - 1].outputs, by_name[hidden_fn]) if fn and before else None
+    if tokens is not None and block_token_range(graph, before, by_name[hidden_in]) != tokens:
+        tokens = None
     streams = []
     bypassing = None  # streams the body reads past its first block, computed when needed
     for x in exits:
@@ -359,6 +376,7 @@ def _partition(graph: fx.Graph, plan: Plan, regions: Sequence[RawRegion], ios: S
         plan,
         hidden_in=hidden_in,
         hidden_fn=hidden_fn,
+        fn_residual_tokens=tokens,
         middle_streams=tuple(streams),
         hoisted_to_head=tuple(hoisted),
         deferred_to_body=tuple(deferred),

@@ -196,14 +196,15 @@ def _whole(streams: FrozenSet[str]) -> _Reads:
 
 
 def _along(reads: _Reads, node: fx.Node, dim: int) -> Optional[Tuple[Tuple[int, FrozenSet[str]], ...]]:
-    """The token ranges of ``node`` along ``dim`` (a whole value: one range)."""
+    """The token ranges of ``node`` along ``dim`` (a whole value, or ranges along another
+    dimension: one range reading all its streams)."""
     shape = _shape(node)
     if shape is None or not -len(shape) <= dim < len(shape):
         return None
     dim %= len(shape)
-    if reads.dim is None:
+    if reads.dim is None or reads.dim != dim:
         return ((shape[dim], reads.streams),)
-    return reads.segments if reads.dim == dim else None
+    return reads.segments
 
 
 def _slice(segments, start: int, stop: int):
@@ -260,7 +261,8 @@ def _elementwise(node: fx.Node, known: Dict[fx.Node, _Reads]) -> _Reads:
     return _Reads(dim, reads.segments)
 
 
-def _transfer(node: fx.Node, known: Dict[fx.Node, _Reads]) -> _Reads:
+def _transfer(node: fx.Node, known: Dict[fx.Node, _Reads], joined: FrozenSet[str] = frozenset()) -> _Reads:
+    """``joined``: what the part of a ``cat`` that reads no stream reads instead."""
     inputs = [a for a in node.all_input_nodes if a in known]
     if not inputs:
         return _whole(frozenset())
@@ -270,7 +272,7 @@ def _transfer(node: fx.Node, known: Dict[fx.Node, _Reads]) -> _Reads:
         parts = []
         for t in tensors:
             shape = _shape(t)
-            seg = _along(known[t], t, dim) if t in known else (((shape[dim], frozenset()),) if shape is not None else None)
+            seg = _along(known[t], t, dim) if t in known else (((shape[dim], joined),) if shape is not None else None)
             if seg is None:
                 return _whole(frozenset().union(*(known[a].streams for a in inputs)))
             parts.extend(seg)
@@ -296,17 +298,53 @@ def _transfer(node: fx.Node, known: Dict[fx.Node, _Reads]) -> _Reads:
     return _whole(frozenset().union(*(known[a].streams for a in inputs)))
 
 
-def streams_read(graph: fx.Graph, streams: Sequence[str], target: fx.Node) -> FrozenSet[str]:
-    """Which of ``streams`` (node names) ``target`` reads, following token ranges through
-    ``cat``, slices, token-wise norms and linears and elementwise ops; any other op reads all
-    the streams of its inputs (so the answer never misses a stream it reads)."""
+def _reads_of(graph: fx.Graph, streams: Sequence[str], target: fx.Node, joined: FrozenSet[str] = frozenset()) -> Optional[_Reads]:
+    """The token ranges of ``target`` and the ``streams`` each reads (None: it reads none);
+    ``joined``: see ``_transfer``."""
     known: Dict[fx.Node, _Reads] = {}
     names = set(streams)
     for node in graph.nodes:
         if node.name in names:
             known[node] = _whole(frozenset([node.name]))
         elif node.op in ("call_function", "call_method", "call_module") and any(a in known for a in node.all_input_nodes):
-            known[node] = _transfer(node, known)
+            known[node] = _transfer(node, known, joined)
         if node is target:
             break
-    return known[target].streams if target in known else frozenset()
+    return known.get(target)
+
+
+def streams_read(graph: fx.Graph, streams: Sequence[str], target: fx.Node) -> FrozenSet[str]:
+    """Which of ``streams`` (node names) ``target`` reads, following token ranges through
+    ``cat``, slices, token-wise norms and linears and elementwise ops; any other op reads all
+    the streams of its inputs (so the answer never misses a stream it reads)."""
+    reads = _reads_of(graph, streams, target)
+    return reads.streams if reads is not None else frozenset()
+
+
+_JOINED = "<joined between blocks>"
+
+
+def block_token_range(graph: fx.Graph, block_outputs: Sequence[str], target: fx.Node) -> Optional[Tuple[int, int, int]]:
+    """``(dim, start, stop)``: the one range of ``target``'s tokens made only of the previous
+    block's ``block_outputs``, when its other tokens hold values the forward joins to the stream
+    between blocks (``cat`` of something that block did not compute). HiDream appends each
+    single-stream block's own Llama-layer tokens to the stream entering it and slices them off its
+    output; Bria FIBO overwrites half the channels of the text tokens of its joined stream with
+    each block's own text-encoder layer. None when no token, or every token, is joined to, when the
+    block's tokens are not one range, or when token ranges are unknown."""
+    if target.name in set(block_outputs):
+        return None
+    reads = _reads_of(graph, block_outputs, target, joined=frozenset([_JOINED]))
+    if reads is None or reads.dim is None:
+        return None
+    ranges, pos = [], 0
+    for length, streams in reads.segments:
+        if streams and _JOINED not in streams:
+            if ranges and ranges[-1][1] == pos:
+                ranges[-1][1] = pos + length
+            else:
+                ranges.append([pos, pos + length])
+        pos += length
+    if len(ranges) != 1 or ranges[0] == [0, pos]:
+        return None
+    return reads.dim, ranges[0][0], ranges[0][1]
