@@ -34,6 +34,7 @@ from .patterns.regions import module_block_lists
 from .quantize import quantize as quantize_model
 from .frontend.captures import Captures, WeakBackend, signature_key
 from .frontend.pieces import Pieces, RetrySpecialized
+from .passes.shard_features import SplitWeights
 from .runtime.direct_calls import DirectCall, Epoch, OutputTemplate, call_key, make_binder, unwatch_model, watch_model
 from .runtime.host import LOCAL, ReducedHostReads
 from .session import Session, end_observation, forget_session, observe_call, session_of
@@ -138,20 +139,27 @@ def optimize(
         raise ValueError(f"optimize expects a transformer nn.Module or a diffusers pipeline, got {type(model).__name__}")
     options = CompileOptions(compile=compile, cuda_graphs=cuda_graphs, mode=mode,
                              inductor_options=inductor_options or {}, dump_dir=dump_dir, quantize=quantize)
+    if parallel is not None and parallel.tp > 1 and options.quantize is not None:
+        raise ValueError("quantize together with ParallelConfig.tp is not built: quantized weights are not split "
+                         "(use one of them)")
     cfg = coerce_config(config)
     _check_block_counts(model, cfg)
     quantize_model(model, options.quantize)  # at the first call, before capture
     if model in _OPTIMIZED:
         disable(model)
     group = parallel_group(model)
-    sequence = None
+    sequence = features = None
     if parallel is not None:
         parallel.check_model(model)
-        sequence = parallel.sequence_groups()
-        if sequence is not None:
-            group = sequence.group
+        sequence, features = parallel.sequence_groups(), parallel.feature_group()
+        if sequence is not None or features is not None:
+            # The diff's sums over every rank of the split: shards add up, replicas scale both sums alike.
+            group = parallel.group if parallel.group is not None else torch.distributed.group.WORLD
     session = Session(cfg, options, host=ReducedHostReads(group) if group is not None else LOCAL)
-    session.sequence = sequence
+    session.sequence, session.features = sequence, features
+    if features is not None:
+        session.feature_weights = SplitWeights(features)
+        session.release_weights = parallel.release_weights
     session.weak_runners = True  # the Optimized record beside the model keeps the session alive
     session.retries_specialized = True  # a refused capture with symbolic sizes is captured again specialized
     hooked = hooked_forward(model)
@@ -327,6 +335,7 @@ def _make_forward(model_ref, original: Callable, state: Optimized, names: Option
             return out
         finally:
             end_observation(token)
+        state.session.release_pending()  # tensor parallelism: whole weights the new split left unread
         if seen.record is None:
             if state.session.pieces is not None:  # no graph of this call held the whole block stack
                 state.fallback_reason = state.session.pieces.reason()
@@ -427,7 +436,9 @@ def optimized_state(model: torch.nn.Module) -> Optional[Optimized]:
 
 
 def disable(model: torch.nn.Module) -> torch.nn.Module:
-    """Restore the original forward exactly; the cache state is dropped. Pipelines: every transformer."""
+    """Restore the original forward exactly; the cache state is dropped. Pipelines: every transformer.
+    With ``ParallelConfig(tp=T)`` (weights released) every rank of the group must call it: the
+    weights are gathered back whole."""
     if is_pipeline(model):
         unhook_pipeline(model)
         for module in transformer_components(model).values():
@@ -437,6 +448,8 @@ def disable(model: torch.nn.Module) -> torch.nn.Module:
     state = _OPTIMIZED.pop(model, None)
     if state is None:
         raise ValueError("model is not optimized by dit_fx.optimize")
+    if state.session.feature_weights is not None:
+        state.session.feature_weights.restore()  # tensor parallelism released weights: gathered back (collective)
     forget_session(state.session)
     unwatch_model(state.epoch)
     state.installation.undo()

@@ -69,6 +69,7 @@ class Inspection:
     signatures: int = 0  # input signatures with a live capture (dit_fx.optimize; limit MAX_SIGNATURES)
     signature_evictions: int = 0  # captures dropped past that limit (least recently used first)
     sharding: Optional[Any] = None  # context parallelism: the last capture's ShardRecord (passes/shard_sequence.py)
+    tensor_parallel: Optional[Any] = None  # the last capture's FeatureShardRecord (passes/shard_features.py)
     live_captures: int = 0  # captures still held (dropped signatures' captures are let go)
     passes: Dict[str, List[str]] = field(default_factory=dict)  # of the latest capture
 
@@ -121,5 +122,6 @@ def inspect(model: Any):
         signature_evictions=optimized.captures.evictions if optimized is not None else 0,
         live_captures=session.live_captures,
         sharding=session.shard_records[-1] if session.shard_records else None,
+        tensor_parallel=session.feature_records[-1] if session.feature_records else None,
         passes=captures[-1].passes if captures else {},
     )

@@ -39,6 +39,7 @@ from .frontend.pieces import PASSTHROUGH, Pieces, RetrySpecialized, has_symbolic
 from .fx_utils import lazy_graph_module
 from .lowering import Lowerer
 from .options import CompileOptions
+from .passes.shard_features import FeatureContext, shard_features
 from .passes.shard_sequence import ShardContext, ShardRefused, shard_sequence
 from .passes import LoweringContext, PassList, PassTiming, RewriteContext, lowering_passes, rewrite_nested
 from .patterns import Plan, PlannerInput, build_plans
@@ -157,6 +158,13 @@ class Session:
         # ``dit_fx.optimize(parallel=...)``; what each capture's shard did, in ``shard_records``.
         self.sequence = None
         self.shard_records: List[Any] = []
+        # Tensor parallelism: this rank's group (``runtime/tensor_ops.FeatureGroup``), set by
+        # ``dit_fx.optimize(parallel=ParallelConfig(tp=T))``; what each capture's split did.
+        self.features = None
+        self.feature_records: List[Any] = []
+        self.feature_weights = None  # passes/shard_features.SplitWeights: every capture's parts
+        self.release_weights = False  # free the model's whole weights once split (ParallelConfig.release_weights)
+        self.pending_release: List[Any] = []
         # Set by ``optimize`` when the forward cannot be captured as one graph: later captures
         # allow graph breaks outside the block stack (``frontend/pieces.py``).
         self.pieces: Optional[Pieces] = None
@@ -247,7 +255,7 @@ class Session:
         request = PlannerInput(tuple(algorithm_of(c).scope_request(s, c) for s, c in self.scopes))
         plans = (Plan(reason=reason),) if reason else build_plans(bound.graph, request)
         names = [n.name for n in bound.graph.nodes if n.op == "placeholder"]
-        if plans[0].supported and self.sequence is not None:
+        if plans[0].supported and (self.sequence is not None or self.features is not None):
             gm, static, bound, plans = self._shard(gm, captured, example_inputs, plans, request)
         if not plans[0].supported:
             if self.retries_specialized and (self.pieces.dynamic if in_pieces else has_symbolic_sizes(bound.graph)):
@@ -291,15 +299,28 @@ class Session:
         return record, self._runner(record, captured, static)
 
     def _shard(self, gm, captured, example_inputs, plans, request):
-        """Context parallelism (``passes/shard_sequence.py``) on a copy of the graph, planned again;
-        a refusal warns once and every rank runs the whole sequence (exact, not faster)."""
-        # The whole block stack (a plan may cache one list only): shard where the first block begins.
-        blocks = build_plans(bound_copy(gm, find_static_inputs(gm, example_inputs)).graph,
-                             PlannerInput((ScopeRequest(None, 1, 0),)))[0].blocks or plans[0].blocks
+        """Context parallelism (``passes/shard_sequence.py``) then tensor parallelism
+        (``passes/shard_features.py``), each on a copy of the graph; planned again after. A refusal
+        warns once and leaves that split undone (every rank computes it whole: exact, not faster)."""
+        # The whole block stack (a plan may cache one list only).
+        full = build_plans(bound_copy(gm, find_static_inputs(gm, example_inputs)).graph,
+                           PlannerInput((ScopeRequest(None, 1, 0),)))[0]
+        blocks = full.blocks or plans[0].blocks
+        block_of = dict(full.block_map() if full.supported else plans[0].block_map())
+        working = gm
+        if self.sequence is not None:
+            working = self._shard_sequence(working, example_inputs, blocks, block_of)
+        if self.features is not None:
+            working = self._shard_features(working, example_inputs, block_of)
+        static = find_static_inputs(working, example_inputs)
+        bound = bound_copy(working, static)
+        return working, static, bound, (plans if working is gm else build_plans(bound.graph, request))
+
+    def _shard_sequence(self, gm, example_inputs, blocks, block_of):
         working = lazy_graph_module(gm, copy.deepcopy(gm.graph), "ShardedTransformer")
         ctx = ShardContext(
             groups=self.sequence,
-            block_of=plans[0].block_map(),
+            block_of=block_of,
             first_block=f"{blocks[0].list_name}.{blocks[0].list_index}",
             carried=blocks[0].carried_inputs,
             block_outputs=tuple(o for b in blocks for o in b.outputs),
@@ -311,12 +332,32 @@ class Session:
             ctx.record.reason = str(exc)
             self.shard_records.append(ctx.record)
             _warn_once(f"dit_fx: context parallelism refused ({exc}); every rank runs the whole sequence")
-            static = find_static_inputs(gm, example_inputs)
-            return gm, static, bound_copy(gm, static), plans
+            return gm
         self.shard_records.append(ctx.record)
-        static = find_static_inputs(working, example_inputs)
-        bound = bound_copy(working, static)
-        return working, static, bound, build_plans(bound.graph, request)
+        return working
+
+    def _shard_features(self, gm, example_inputs, block_of):
+        working = lazy_graph_module(gm, copy.deepcopy(gm.graph), "ShardedTransformer")
+        ctx = FeatureContext(group=self.features, block_of=dict(block_of), example_inputs=tuple(example_inputs),
+                             weights=self.feature_weights)
+        try:
+            working = shard_features(working, ctx)
+        except ShardRefused as exc:
+            ctx.record.reason = str(exc)
+            self.feature_records.append(ctx.record)
+            _warn_once(f"dit_fx: tensor parallelism refused ({exc}); every rank computes every feature")
+            return gm
+        if self.release_weights:  # after the call that captures: Dynamo checks its guards on these first
+            self.pending_release.append((ctx.record, ctx.record.unread))
+        ctx.record.unread = []
+        self.feature_records.append(ctx.record)
+        return working
+
+    def release_pending(self) -> None:
+        """Free the whole weights a split of this call left unread (``SplitWeights.release``)."""
+        while self.pending_release:
+            record, params = self.pending_release.pop()
+            record.released_bytes += self.feature_weights.release(params)
 
     def _rewrite_context(self, plan: Plan, static_inputs: dict, options: CompileOptions, in_pieces: bool = False):
         config = self.config_of(plan.scope)

@@ -5,7 +5,6 @@ mismatch), the result equals the single-process dit_fx run, and the cache decisi
 ranks (the diff's sums are all-reduced at the ``HostReads`` seam)."""
 
 import os
-import socket
 import sys
 
 import pytest
@@ -13,15 +12,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from parallel_harness import free_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 6
 THRESHOLDS = {"flux": 1.28}  # random weights: between the tiny models' step-to-step diffs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank: int, world: int, port: int, out_dir: str, name: str = "flux") -> None:
@@ -61,7 +56,7 @@ def _rank(rank: int, world: int, port: int, out_dir: str, name: str = "flux") ->
 @pytest.mark.parametrize("name", ["flux"])  # tiny Wan: diffusers skips a split with a logger call Dynamo cannot trace
 def test_optimize_on_a_diffusers_context_parallel_model_agrees_across_ranks(tmp_path, name):
     pytest.importorskip("diffusers.models._modeling_parallel")
-    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path), name), nprocs=2)
+    mp.spawn(_rank, args=(2, free_port(), str(tmp_path), name), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for r in ranks:
         assert r["supported"]
@@ -109,7 +104,7 @@ def test_ranks_with_different_local_diffs_take_one_decision(tmp_path):
     import dit_fx
     from dit_fx.runtime import CacheContext
 
-    mp.spawn(_decide_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_decide_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"d{r}.pt") for r in range(2)]
     whole = CacheContext(dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.1, max_warmup_steps=1))
     alone = [CacheContext(dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.1, max_warmup_steps=1)) for _ in range(2)]
@@ -156,7 +151,7 @@ def test_cfg_parallel_runs_each_half_of_a_batched_cfg_call_on_its_own_rank(tmp_p
     import dit_fx
     from tiny_models import MODELS
 
-    mp.spawn(_cfg_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_cfg_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"cfg{r}.pt") for r in range(2)]
     spec = MODELS["flux"]
     steps = [spec.make_inputs(i, 900.0 - 80 * i, batch=2) for i in range(STEPS)]
@@ -180,7 +175,7 @@ def test_parallel_config_is_validated():
     import dit_fx
 
     for kwargs, field in ((dict(cfg=3), "cfg"), (dict(ulysses=0), "ulysses"), (dict(ring=1.5), "ring"), (dict(tp=True), "tp"),
-                          (dict(tp=2), "tp"), (dict(cfg=2, ulysses=2), "cfg")):
+                          (dict(cfg=2, tp=2), "cfg"), (dict(cfg=2, ulysses=2), "cfg")):
         with pytest.raises(ValueError, match=field):
             dit_fx.ParallelConfig(**kwargs)
     with pytest.raises(ValueError, match="process group"):  # none started in this process

@@ -32,7 +32,6 @@ with its ``ShardTokens`` / ``SequenceAttention`` / ``GatherTokens`` calls.
 
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
@@ -41,6 +40,12 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
+from .graph_ops import (
+    ELEMENTWISE_FUNCS as _ELEMENTWISE_FUNCS, ELEMENTWISE_METHODS as _ELEMENTWISE_METHODS, LAST_DIMS_FUNCS as _LAST_DIMS_FUNCS,
+    LIKE as _LIKE, PERMUTES as _PERMUTES, REDUCTIONS as _REDUCTIONS, SDPA as _SDPA, SOFTMAX as _SOFTMAX, SPLITS as _SPLITS,
+    VIEW_FUNCS as _VIEW_FUNCS, VIEW_METHODS as _VIEW_METHODS, arg as _arg, index_items as _index_items, map_dim,
+    name as _name, permutation, norm_dim as _norm_dim, shape as _shape, value as _value,
+)
 from ..runtime.sequence_ops import GatherTokens, Layout, SequenceAttention, SequenceGroups, ShardTokens, ZeroPads
 
 
@@ -81,70 +86,6 @@ class ShardContext:
     region: Set[str] = field(default_factory=set)  # the blocks and every op between them (filled by the pass)
 
 
-_SDPA = {torch._C._nn.scaled_dot_product_attention, F.scaled_dot_product_attention}
-_ELEMENTWISE_FUNCS = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pow, operator.iadd,
-    operator.imul, torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.exp, torch.sin, torch.cos,
-    torch.tanh, torch.sigmoid, torch.sqrt, torch.rsqrt, torch.where, torch.clamp, torch.abs, torch.erf, torch.pow,
-    torch.lerp, torch.addcmul, torch.square, torch.maximum, torch.minimum, torch.rsub, torch.float_power,
-    F.silu, F.gelu, F.relu, F.dropout, F.sigmoid, F.tanh, F.mish, F.leaky_relu, F.hardswish, torch._C._nn.gelu,
-    torch._C._nn.silu, torch.nn.functional.elu, torch.log, torch.reciprocal,
-}
-_ELEMENTWISE_METHODS = {
-    "float", "half", "bfloat16", "double", "to", "type_as", "contiguous", "clone", "detach", "type", "add", "sub",
-    "mul", "div", "neg", "exp", "sigmoid", "tanh", "pow", "sqrt", "rsqrt", "sin", "cos", "abs", "square", "clamp",
-    "masked_fill", "add_", "mul_", "sub_", "div_", "addcmul", "lerp", "__add__", "__mul__", "__sub__",
-    "__truediv__", "__radd__", "__rmul__", "__rsub__", "silu", "relu", "gelu", "reciprocal", "log", "float_power",
-}
-_LAST_DIMS_FUNCS = {torch._C._nn.linear, F.linear, torch.matmul, F.layer_norm, torch.rms_norm, torch.layer_norm}
-_VIEW_METHODS = {"view", "reshape", "flatten", "unflatten", "unsqueeze", "squeeze", "expand", "view_as_real",
-                 "view_as_complex", "expand_as"}
-_VIEW_FUNCS = {torch.reshape, torch.flatten, torch.unflatten, torch.unsqueeze, torch.squeeze, torch.view_as_real,
-               torch.view_as_complex}
-_LIKE = {torch.empty_like, torch.zeros_like, torch.ones_like, torch.full_like, torch.rand_like, torch.randn_like}
-_PERMUTES = {"permute", "transpose", "movedim", "swapaxes"}
-_REDUCTIONS = {"mean", "sum", "var", "std", "amax", "amin", "norm"}
-_SPLITS = {"chunk", "split", "split_with_sizes", "unbind", "tensor_split"}
-_SOFTMAX = {"softmax", "log_softmax"}
-
-
-def _value(node: Any):
-    return node.meta.get("example_value", node.meta.get("val")) if isinstance(node, fx.Node) else None
-
-
-def _shape(node: Any) -> Optional[Tuple[int, ...]]:
-    v = _value(node)
-    return tuple(int(s) for s in v.shape) if isinstance(v, torch.Tensor) else None
-
-
-def _name(node: fx.Node) -> str:
-    t = node.target
-    return t if isinstance(t, str) else getattr(t, "__name__", str(t))
-
-
-def map_dim(src: Sequence[int], d: int, dst: Sequence[int]) -> Optional[int]:
-    """The dimension of ``dst`` that is dimension ``d`` of ``src`` under a view (same elements
-    before and after it, same size); None if a view merges or splits it."""
-    before, after = math.prod(src[:d]), math.prod(src[d + 1:])
-    for e, size in enumerate(dst):
-        if size == src[d] and math.prod(dst[:e]) == before and math.prod(dst[e + 1:]) == after:
-            return e
-    return None
-
-
-def _index_items(ndim: int, index: Any) -> Optional[List[Any]]:
-    """A tensor index expanded to one item per input dim (slices / ints) plus None (new dims)."""
-    items = list(index) if isinstance(index, tuple) else [index]
-    if any(not (it is None or it is Ellipsis or isinstance(it, (int, slice))) or isinstance(it, bool) for it in items):
-        return None
-    real = sum(1 for it in items if it is not None and it is not Ellipsis)
-    out: List[Any] = []
-    for it in items:
-        out += [slice(None)] * (ndim - real) if it is Ellipsis else [it]
-    consumed = sum(1 for it in out if it is not None)
-    return out + [slice(None)] * (ndim - consumed)
-
-
 def _getitem_source_dim(items: Optional[List[Any]], out_dim: int) -> Optional[int]:
     """The input dim that output dim ``out_dim`` of ``x[items]`` comes from, if a whole slice."""
     if items is None:
@@ -162,16 +103,6 @@ def _getitem_source_dim(items: Optional[List[Any]], out_dim: int) -> Optional[in
                 return d if it == slice(None) else None
             o, d = o + 1, d + 1
     return None
-
-
-def _norm_dim(dim: int, ndim: int) -> int:
-    return dim + ndim if dim < 0 else dim
-
-
-def _arg(node: fx.Node, i: int, name: str, default: Any = None) -> Any:
-    if len(node.args) > i:
-        return node.args[i]
-    return node.kwargs.get(name, default)
 
 
 class _Analysis:
@@ -217,7 +148,7 @@ class _Analysis:
                     self.refuse(at, f"cannot follow the token dimension of {node.name} back through {cur.name}")
                 d = back
             elif name in _PERMUTES:
-                perm = self._permutation(cur, len(src_shape))
+                perm = permutation(cur, len(src_shape))
                 d = perm[d]
             elif name in _ELEMENTWISE_METHODS or name in _VIEW_METHODS or cur.target in _VIEW_FUNCS:
                 back = map_dim(cur_shape, d, src_shape)
@@ -234,25 +165,6 @@ class _Analysis:
         if known is not None and known != Tok(d, layout):
             self.refuse(at, f"{cur.name} is used with two token layouts")
         self.requests[cur.name] = Tok(d, layout)
-
-    def _permutation(self, node: fx.Node, ndim: int) -> List[int]:
-        """out dim -> in dim."""
-        name = _name(node)
-        args = list(node.args[1:])
-        if name == "permute":
-            dims = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
-            if not dims:
-                dims = node.kwargs.get("dims")
-            return [_norm_dim(x, ndim) for x in dims]
-        a = _norm_dim(_arg(node, 1, "dim0"), ndim)
-        b = _norm_dim(_arg(node, 2, "dim1"), ndim)
-        order = list(range(ndim))
-        if name == "movedim":
-            order.pop(a)
-            order.insert(b, a)
-        else:
-            order[a], order[b] = order[b], order[a]
-        return order
 
     # -- the walk ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -280,7 +192,7 @@ class _Analysis:
             return self.split(node)
         if name in _PERMUTES or target in (torch.permute, torch.transpose, torch.movedim):
             t = self.single(node)
-            perm = self._permutation(node, len(_shape(src)))
+            perm = permutation(node, len(_shape(src)))
             return Tok(perm.index(t.dim), t.layout)
         if name in ("view_as_complex", "view_as_real"):
             t = self.single(node)
