@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """fp8 quantization with and without a cache, side by side in one process (issue 17 item 4).
 
+Two models (``--model``): ``flux`` (the default, below) and ``wan`` (a Wan 2.1 14B-sized video
+transformer at a 480x832 video shape: see "Wan" at the end).
+
 One FLUX.1-dev-sized ``FluxTransformer2DModel`` (random weights, bf16, built from its config like
 the other benchmarks: 19 double + 38 single blocks, 24 heads x 128, every parameter scaled by 0.5),
 1024² (4096 image tokens + 512 text tokens), ``--steps`` 28 Euler steps of a flow-matching sampler
@@ -74,9 +77,31 @@ phase. On one H200 the default run took 164-250 s (warm / cold caches).
     python benchmarks/quantize.py --preset small --out /tmp/q.json          # 5 + 10 blocks, F2B0
     python benchmarks/quantize.py --preset tiny --device cpu --no-compile   # CPU smoke run
 
-Only FLUX: a Wan-2.1-14B-sized model needs its own command (its compiles and 28 GB of weights do
-not fit beside these systems in one ~540 s run, and cache-dit's adapter for a bare Wan transformer
-is unchecked here), so ``--model`` takes ``flux`` alone.
+Wan (``--model wan``). One Wan-2.1-T2V-14B-sized ``WanTransformer3DModel`` (random weights from
+its config, the diffusers defaults: 40 blocks, 40 heads x 128 = 5120 wide, ffn 13824, text_dim
+4096, 16 latent channels in and out, patch (1, 2, 2), RMS QK norm across heads, cross-attention to
+``--text-tokens`` 512 text tokens; 14.3 B parameters, 26.6 GiB in bf16), built like the FLUX one:
+directly on the device in ``--dtype``, every parameter scaled by 0.5 (the RoPE tables, buffers,
+stay fp32 as ``from_pretrained`` keeps them; the parameters ``from_pretrained`` would keep in fp32,
+``_keep_in_fp32_modules``, are bf16 here, like every FLUX parameter). Inputs as ``WanPipeline``
+passes them: latents ``hidden_states`` [1, 16, F, H/8, W/8] (``--height`` x ``--width`` pixels,
+``--frames`` F latent frames = 4(F-1)+1 video frames), ``timestep`` [1] in 0..1000 (the sampler's
+``sigma * 1000``), ``encoder_hidden_states`` [1, 512, 4096]. Video tokens: F x (H/16) x (W/16);
+480x832 is 1560 a latent frame, so the full preset's default F = 5 gives 7800 tokens (a real
+81-frame video, F = 21, would be 32760: its loops do not fit six systems in one ~540 s run).
+Presets: ``full`` (the above), ``small`` (Wan widths, 10 blocks, 2 latent frames: 3120 tokens),
+``tiny`` (2 blocks, 2 heads x 16, one 4x4 latent frame: 4 tokens; CPU smoke run). Everything else
+as for FLUX: the same six systems, mask, F8B0, timing, quality and JSON layout (with ``video``: the
+shape; ``image_tokens`` holds the video tokens), the block list ``blocks`` for regional compiles
+and the cache-dit fallback. Defaults that differ: ``--rounds`` 3 (a Wan loop is about three
+FLUX loops long), ``--budget-s`` 500 and ``--out`` ``benchmarks/results/quantize_h200_wan.json``.
+Expected on one H200 (the FLUX run's times scaled by the FLOPs, 2.4e14 a computed step vs 7.4e13:
+computed step ~0.44 s bf16, ~0.33 s fp8; cached F8 steps ~0.09 / 0.07 s; eager ~0.55 s): about
+330 s for the reference and all six systems with warm Inductor caches, ~400 s cold; an estimate,
+not a measurement: ``--budget-s`` 500 writes what it has and exits before a 540 s limit.
+
+    python benchmarks/quantize.py --model wan                   # Wan-2.1-14B-sized, 480x832 x 5 latent frames
+    python benchmarks/quantize.py --model wan --preset tiny --device cpu --dtype fp32 --no-compile
 """
 
 from __future__ import annotations
@@ -138,11 +163,34 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "small": dict(FLUX_DEV_CONFIG, num_layers=5, num_single_layers=10),  # FLUX widths, 5 + 10 blocks
     "tiny": dict(TINY_FLUX_CONFIG),                                  # CPU smoke run
 }
+# Wan 2.1 T2V 14B (diffusers' WanTransformer3DModel defaults, spelled out) and its scaled-down presets.
+WAN_14B_CONFIG: Dict[str, Any] = dict(
+    patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=16, out_channels=16,
+    text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+    eps=1e-6, image_dim=None, added_kv_proj_dim=None, rope_max_seq_len=1024,
+)
+WAN_PRESETS: Dict[str, Dict[str, Any]] = {
+    "full": dict(WAN_14B_CONFIG),                                      # 40 blocks, 14.3 B parameters
+    "small": dict(WAN_14B_CONFIG, num_layers=10),                      # Wan widths, 10 blocks
+    "tiny": dict(WAN_14B_CONFIG, num_layers=2, num_attention_heads=2, attention_head_dim=16, text_dim=32,
+                 freq_dim=32, ffn_dim=64),                             # CPU smoke run
+}
+WAN_BLOCK_LISTS = ("blocks",)
+# Video shape per preset: (height px, width px, latent frames); VAE /8 spatially, /4 in time.
+WAN_SHAPES = {"full": (480, 832, 5), "small": (480, 832, 2), "tiny": (32, 32, 1)}
 # Minimum seconds a system needs on one H200 at 1024² (build, first run with its compiles, warm and
 # timed loops): below this much budget left it is skipped. Lower bounds, not estimates of the mean.
 MIN_SECONDS = {
     "full": {"bf16_compile": 30, "dit_fx_bf16": 25, "dit_fx_fp8": 35, "cache_dit_fp8": 20,
              "torchao_fp8_compile": 20, "cache_dit_bf16": 20},  # warm-cache H200 times (cold: up to ~2x)
+    "small": {k: 20 for k in SYSTEMS},
+    "tiny": {k: 1 for k in SYSTEMS},
+}
+# The same for Wan at 480x832 x 5 latent frames (7800 tokens), 3 timed loops: estimates from the FLUX
+# run's step times scaled by the FLOPs (a computed bf16 step ~3.2x FLUX's), lower bounds again.
+WAN_MIN_SECONDS = {
+    "full": {"bf16_compile": 60, "dit_fx_bf16": 45, "dit_fx_fp8": 55, "cache_dit_fp8": 40,
+             "torchao_fp8_compile": 50, "cache_dit_bf16": 40},
     "small": {k: 20 for k in SYSTEMS},
     "tiny": {k: 1 for k in SYSTEMS},
 }
@@ -247,6 +295,9 @@ def weight_stats(model: nn.Module) -> Dict[str, Any]:
 @torch.no_grad()
 def weights_checksum(model: nn.Module) -> float:
     """A cheap fingerprint of the built weights (before any quantization): equal builds, equal sums."""
+    if not hasattr(model, "transformer_blocks"):  # Wan
+        parts = [model.proj_out.weight, model.blocks[0].attn1.to_q.weight, model.blocks[-1].ffn.net[-1].weight]
+        return float(sum(p.float().sum().item() for p in parts))
     parts = [model.proj_out.weight, model.transformer_blocks[0].attn.to_q.weight]
     if len(model.single_transformer_blocks):
         parts.append(model.single_transformer_blocks[-1].proj_out.weight)
@@ -293,6 +344,59 @@ def dynamo_graphs() -> int:
         return -1
 
 
+# ------------------------------------------------------------------------------ Wan model and inputs
+
+
+def build_wan(cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
+    """A ``WanTransformer3DModel`` built like ``common.build_flux``: directly on ``device`` with
+    ``dtype`` parameters (no fp32 CPU copy of 14 B parameters), eval mode, no grad, every parameter
+    scaled by 0.5. The RoPE tables (buffers, computed in float64 at construction) stay fp32."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    prev = torch.get_default_dtype()
+    try:
+        try:
+            torch.set_default_dtype(dtype)
+        except (TypeError, RuntimeError) as e:
+            log(f"set_default_dtype({dtype}) failed ({e}); building in {prev} and casting")
+        with torch.device(device):
+            model = WanTransformer3DModel(**cfg)
+    finally:
+        torch.set_default_dtype(prev)
+    model.to(device)  # no-op (built on the device); not .to(dtype), which would cast the RoPE tables
+    model.eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dtype != dtype:  # no-op unless something ignored the default dtype
+                p.data = p.data.to(dtype)
+            p.mul_(0.5)
+    return model
+
+
+def wan_shape(cfg: Dict[str, Any], height: int, width: int, frames: int) -> Dict[str, Any]:
+    """Latent shape and token counts of a ``height`` x ``width`` px video with ``frames`` latent frames."""
+    pt, ph, pw = cfg["patch_size"]
+    lat = [1, cfg["in_channels"], frames, height // 8, width // 8]
+    per_frame = (lat[3] // ph) * (lat[4] // pw)
+    return dict(height_px=height, width_px=width, latent_frames=frames, video_frames=4 * (frames - 1) + 1,
+                latent_shape=lat, patch_size=list(cfg["patch_size"]), tokens_per_latent_frame=per_frame,
+                video_tokens=(frames // pt) * per_frame)
+
+
+def wan_inputs(shape: Dict[str, Any], cfg: Dict[str, Any], text_tokens: int, device: torch.device,
+               dtype: torch.dtype, seed: int = 0) -> Dict[str, Any]:
+    """``WanPipeline``-shaped inputs but the timestep: latents [1, 16, F, H/8, W/8], text
+    embeddings [1, text_tokens, text_dim] (random, like the FLUX inputs)."""
+    g = torch.Generator(device="cpu").manual_seed(seed + shape["height_px"] * 7 + shape["width_px"])
+
+    def rnd(*s):
+        return torch.randn(*s, generator=g).to(device=device, dtype=dtype)
+
+    return dict(hidden_states=rnd(*shape["latent_shape"]), encoder_hidden_states=rnd(1, text_tokens, cfg["text_dim"]),
+                return_dict=False)
+
+
 # ------------------------------------------------------------------------------ the benchmark
 
 
@@ -302,7 +406,10 @@ class Bench:
         self.device = torch.device(args.device)
         self.dtype = DTYPES[args.dtype]
         self.timer = Timer(self.device)
-        self.cfg = PRESETS[args.preset]
+        self.wan = args.model == "wan"
+        self.cfg = (WAN_PRESETS if self.wan else PRESETS)[args.preset]
+        self.block_lists = WAN_BLOCK_LISTS if self.wan else FLUX_BLOCK_LISTS
+        self.min_seconds = WAN_MIN_SECONDS if self.wan else MIN_SECONDS
         self.lock = threading.RLock()
         self.phase = "start"
         self.current: Optional[str] = None
@@ -313,17 +420,26 @@ class Bench:
         self.mask = self.make_mask(args.steps)
         self.cached_steps = [i for i, m in enumerate(self.mask) if not m]
 
-        size = args.size if args.preset != "tiny" else 64
         text = args.text_tokens if args.preset != "tiny" else 8
-        fixed = flux_inputs(size, self.cfg, text, self.device, self.dtype, seed=0)
-        latents = fixed.pop("hidden_states")
-        fixed.pop("timestep")
-        self.sampler = flow_sampler(latents, fixed, args.steps, self.device, t_scale=1.0 / 1000)
-        self.image_tokens, self.text_tokens = latents.shape[1], text
+        self.video: Optional[Dict[str, Any]] = None
+        if self.wan:
+            self.video = wan_shape(self.cfg, args.height, args.width, args.frames)
+            size = [args.height, args.width]
+            fixed = wan_inputs(self.video, self.cfg, text, self.device, self.dtype, seed=0)
+            latents = fixed.pop("hidden_states")
+            self.sampler = flow_sampler(latents, fixed, args.steps, self.device, t_scale=1.0)  # Wan takes t in 0..1000
+            self.image_tokens, self.text_tokens = self.video["video_tokens"], text
+        else:
+            size = args.size if args.preset != "tiny" else 64
+            fixed = flux_inputs(size, self.cfg, text, self.device, self.dtype, seed=0)
+            latents = fixed.pop("hidden_states")
+            fixed.pop("timestep")
+            self.sampler = flow_sampler(latents, fixed, args.steps, self.device, t_scale=1.0 / 1000)
+            self.image_tokens, self.text_tokens = latents.shape[1], text
 
         cuda = self.device.type == "cuda"
         self.result: Dict[str, Any] = dict(
-            benchmark="quantize", model="flux", preset=args.preset,
+            benchmark="quantize", model=args.model, preset=args.preset,
             config={k: (list(v) if isinstance(v, tuple) else v) for k, v in self.cfg.items()},
             size=size, image_tokens=self.image_tokens, text_tokens=text, steps=args.steps,
             mask=self.mask, computed_steps=sum(self.mask), cached_steps=self.cached_steps,
@@ -346,6 +462,12 @@ class Bench:
             ],
             systems={}, skipped={})
         self.result["systems_planned"] = {k: SYSTEMS[k] for k in args.systems}
+        if self.wan:
+            self.result["video"] = dict(self.video)
+            self.result["notes"].append(
+                "Wan: image_tokens is the video token count (latent frames x (H/16) x (W/16)); size is [height, width] "
+                "px; timesteps sigma * 1000 (WanPipeline's scale); parameters bf16 (from_pretrained would keep "
+                "time_embedder, norms and scale_shift_table fp32), RoPE tables fp32")
 
     # ---------------------------------------------------------------- bookkeeping
     @staticmethod
@@ -414,7 +536,7 @@ class Bench:
     # ---------------------------------------------------------------- models
     def build(self) -> nn.Module:
         t = time.perf_counter()
-        model = build_flux(self.cfg, self.device, self.dtype, seed=0)
+        model = (build_wan if self.wan else build_flux)(self.cfg, self.device, self.dtype, seed=0)
         self.build_s = time.perf_counter() - t
         return model
 
@@ -446,7 +568,7 @@ class Bench:
     def run_system(self, key: str, setup: Optional[Callable] = None, carry: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Build, set up (``setup`` or ``setup_<key>``), measure, tear down, free. Never raises."""
         args = self.args
-        need = MIN_SECONDS[args.preset].get(key, 30)
+        need = self.min_seconds[args.preset].get(key, 30)
         if key in FP8_SYSTEMS:
             ok, why = fp8_capable(self.device)
             if not ok:
@@ -601,7 +723,7 @@ class Bench:
         if self.args.baseline_compile == "whole":
             rec["compile"] = f"torch.compile(model, {kw})"
             return torch.compile(model, **kw)
-        blocks = all_blocks(model, FLUX_BLOCK_LISTS)
+        blocks = all_blocks(model, self.block_lists)
         if hasattr(model, "compile_repeated_blocks"):
             model.compile_repeated_blocks(**kw)
             rec["compile"] = f"regional: model.compile_repeated_blocks({kw}) (diffusers)"
@@ -780,7 +902,7 @@ class Bench:
         if self.args.inductor_tuning == "off":
             kw["set_inductor_config"] = False
         qcfg = Float8DynamicActivationFloat8WeightConfig(**kw)
-        prefixes = tuple(f"{name}." for name in FLUX_BLOCK_LISTS)
+        prefixes = tuple(f"{name}." for name in self.block_lists)
         self.set_phase("fallback: torchao quantize_ on the blocks' Linears, then cache_dit.enable_cache")
         t = time.perf_counter()
         quantize_(model, qcfg, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn.startswith(prefixes))
@@ -855,10 +977,22 @@ class Bench:
         )
         return dict(ratios=r, targets=targets)
 
+    @staticmethod
+    def model_title(res: Dict[str, Any], plot: bool = False) -> str:
+        c = res["config"]
+        if res.get("model") == "wan":
+            v = res["video"]
+            return (f"Wan 2.1 14B-sized {res['preset']} ({c['num_layers']} blocks, {c['num_attention_heads']} x "
+                    f"{c['attention_head_dim']}) {v['height_px']}x{v['width_px']} px x {v['latent_frames']} latent frame{'s' * (v['latent_frames'] != 1)} "
+                    f"({res['image_tokens']} video + {res['text_tokens']} text tokens)")
+        if plot:
+            return f"FLUX {res['preset']} ({c['num_layers']} + {c['num_single_layers']} blocks) {res['size']}²"
+        return (f"FLUX ({res['preset']}: {c['num_layers']} + {c['num_single_layers']} blocks) "
+                f"{res['size']}² ({res['image_tokens']} + {res['text_tokens']} tokens)")
+
     def markdown(self, res: Dict[str, Any]) -> str:
         env = res["env"]
-        lines = [f"FLUX ({res['preset']}: {res['config']['num_layers']} + {res['config']['num_single_layers']} blocks) "
-                 f"{res['size']}² ({res['image_tokens']} + {res['text_tokens']} tokens), {res['steps']} steps "
+        lines = [f"{self.model_title(res)}, {res['steps']} steps "
                  f"({res['computed_steps']} computed, static mask, F{res['fn_blocks']}B0), {env.get('gpu', 'cpu')}, "
                  f"torch {env['torch']}, torchao {env.get('torchao')}, cache-dit {env.get('cache_dit')}",
                  "",
@@ -927,8 +1061,7 @@ class Bench:
             ax.set_xticklabels(labels, fontsize=7)
             ax.set_title(title, fontsize=10)
         env = res["env"]
-        fig.suptitle(f"FLUX {res['preset']} ({res['config']['num_layers']} + {res['config']['num_single_layers']} blocks) "
-                     f"{res['size']}², {res['steps']} steps ({res['computed_steps']} computed, static mask, F{res['fn_blocks']}B0), "
+        fig.suptitle(f"{self.model_title(res, plot=True)}, {res['steps']} steps ({res['computed_steps']} computed, static mask, F{res['fn_blocks']}B0), "
                      f"{env.get('gpu', 'cpu')}, torch {env['torch']}, torchao {env.get('torchao')}, cache-dit {env.get('cache_dit')}"
                      + ("  [PARTIAL: time budget]" if res.get("partial") else ""), fontsize=10)
         fig.tight_layout()
@@ -999,16 +1132,23 @@ def _version(dist: str) -> Optional[str]:
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["flux"], default="flux", help="FLUX only (see the module docstring for Wan)")
+    ap.add_argument("--model", choices=["flux", "wan"], default="flux",
+                    help="flux: FLUX.1-dev-sized image transformer; wan: Wan-2.1-14B-sized video transformer")
     ap.add_argument("--preset", choices=list(PRESETS), default="full",
-                    help="full: FLUX.1-dev-sized (19 + 38 blocks); small: FLUX widths, 5 + 10 blocks; tiny: CPU smoke")
+                    help="full: FLUX.1-dev-sized (19 + 38 blocks) / Wan 2.1 14B (40 blocks); small: FLUX widths, "
+                         "5 + 10 blocks / Wan widths, 10 blocks; tiny: CPU smoke")
     ap.add_argument("--systems", nargs="+", default=list(DEFAULT_ORDER), choices=list(SYSTEMS),
                     help="systems to run, in this order")
-    ap.add_argument("--size", type=int, default=1024, help="pixels (image tokens = (size/16)^2); tiny: 64")
+    ap.add_argument("--size", type=int, default=None, help="FLUX: pixels (image tokens = (size/16)^2), default 1024; tiny: 64")
+    ap.add_argument("--height", type=int, default=None, help="Wan: video height px, a multiple of 16 (default 480; tiny: 32)")
+    ap.add_argument("--width", type=int, default=None, help="Wan: video width px, a multiple of 16 (default 832; tiny: 32)")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="Wan: latent frames F (4(F-1)+1 video frames; tokens F x H/16 x W/16): default full 5 "
+                         "(7800 tokens at 480x832), small 2, tiny 1")
     ap.add_argument("--text-tokens", type=int, default=512)
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--fn", type=int, default=None, help="Fn compute blocks (default 8; small 2; tiny 1)")
-    ap.add_argument("--rounds", type=int, default=5, help="timed loops per system after one warm loop")
+    ap.add_argument("--rounds", type=int, default=None, help="timed loops per system after one warm loop (default 5; wan: 3)")
     ap.add_argument("--baseline-compile", choices=["regional", "whole"], default="regional",
                     help="torch.compile of the no-cache rows: diffusers' compile_repeated_blocks or whole graph")
     ap.add_argument("--inductor-tuning", choices=["library", "off"], default="off",
@@ -1017,13 +1157,33 @@ def parse_args(argv=None):
                          "on process wide, and the fp8 first calls then take minutes each (dit_fx fp8 at --preset small: "
                          "over 266 s on an H200)")
     ap.add_argument("--no-compile", action="store_true", help="no torch.compile / dit_fx eager lowering (CPU smoke run)")
-    ap.add_argument("--budget-s", type=float, default=520.0, help="seconds from the script's start; then it writes and exits")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="seconds from the script's start; then it writes and exits (default 520; wan: 500)")
     ap.add_argument("--device", default=None, help="default cuda (tiny: cpu)")
     ap.add_argument("--dtype", choices=list(DTYPES), default=None, help="default bf16 (tiny on cpu: fp32)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (tiny on cpu: 2)")
-    ap.add_argument("--out", default=os.path.join(RESULTS, "quantize_h200_flux_1024.json"))
+    ap.add_argument("--out", default=None, help="JSON (default benchmarks/results/quantize_h200_flux_1024.json; "
+                                                  "wan: benchmarks/results/quantize_h200_wan.json)")
     ap.add_argument("--plot", default=None, help="PNG (default: --out with .png); '' for none")
     a = ap.parse_args(argv)
+    wan = a.model == "wan"
+    if wan:
+        if a.size is not None:
+            ap.error("--size is FLUX's; for --model wan use --height / --width / --frames")
+        h, w, f = WAN_SHAPES[a.preset]
+        a.height, a.width, a.frames = a.height or h, a.width or w, a.frames or f
+        if a.height % 16 or a.width % 16 or a.frames < 1:
+            ap.error("--height / --width: multiples of 16 (VAE /8, patch 2); --frames >= 1")
+    else:
+        if a.height is not None or a.width is not None or a.frames is not None:
+            ap.error("--height / --width / --frames are Wan's (--model wan); FLUX takes --size")
+        a.size = 1024 if a.size is None else a.size
+    if a.rounds is None:
+        a.rounds = 3 if wan else 5
+    if a.budget_s is None:
+        a.budget_s = 500.0 if wan else 520.0
+    if a.out is None:
+        a.out = os.path.join(RESULTS, "quantize_h200_wan.json" if wan else "quantize_h200_flux_1024.json")
     a.device = a.device or ("cpu" if a.preset == "tiny" else "cuda")
     a.dtype = a.dtype or ("fp32" if a.device == "cpu" else "bf16")
     if a.fn is None:
@@ -1044,7 +1204,7 @@ def main(argv=None) -> None:
     if args.device == "cpu" and not args.no_compile:
         log("note: compiling on the CPU is slow; --no-compile for a smoke run")
     bench = Bench(args)
-    log(f"quantize benchmark: preset {args.preset}, {args.device} {args.dtype}, systems {args.systems}, "
+    log(f"quantize benchmark: {'wan, ' if args.model == 'wan' else ''}preset {args.preset}, {args.device} {args.dtype}, systems {args.systems}, "
         f"budget {args.budget_s:.0f} s ({bench.remaining():.0f} s left), mask {bench.mask}")
     watchdog = threading.Timer(max(bench.remaining(), 0.0), bench.on_deadline)
     watchdog.daemon = True
