@@ -178,21 +178,26 @@ def optimize(
     _OPTIMIZED[model] = state
     forward = _make_forward(weakref.ref(model), original, state, positional_names(original))
     if parallel is not None and parallel.cfg > 1:
-        forward = _split_cfg(forward, parallel)
+        forward = _split_cfg(forward, parallel, session, positional_names(original))
     state.installation = install_model(model, forward, _branch_named(session))
     state.epoch = watch_model(model)
     return model
 
 
-def _split_cfg(forward: Callable, parallel: ParallelConfig) -> Callable:
-    """The optimized forward run on this rank's half of each batched-CFG call (``parallel.py``)."""
-    run = cfg_parallel_forward(forward, parallel)
+def _split_cfg(forward: Callable, parallel: ParallelConfig, session: Session, names) -> Callable:
+    """The optimized forward with CFG parallelism (``parallel.py``): this rank's half of each
+    batched-CFG call, or this rank's branch of separate cond/uncond calls."""
+    run = cfg_parallel_forward(forward, parallel, branch=lambda: session.state.tracker.branch_hint, names=names,
+                               restart=session.state.reset,
+                               new_generation=lambda: session.state.tracker.generation_pending,
+                               in_branch=lambda name: session.state.branch_named(name) if name else contextlib.nullcontext())
 
     @functools.wraps(forward.__func__)
     def split(self, *args, **kwargs):
         return run(*args, **kwargs)
 
     split.__dit_fx__ = True  # type: ignore[attr-defined]
+    split.cfg_placement = run.separate  # type: ignore[attr-defined]  # its counters, for tests and reports
     return types.MethodType(split, forward.__self__)
 
 

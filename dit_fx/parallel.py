@@ -7,12 +7,15 @@ all-gather of keys/values, or both on a ``ring x ulysses`` grid), the outputs ar
 the cache decision's diff is summed over the group so every rank decides alike. Every rank
 passes the same inputs (same seed, same latents) and gets the whole output.
 
-``ParallelConfig(cfg=2)``: CFG parallelism for batched-CFG calls (cond and uncond in one batch,
+``ParallelConfig(cfg=2)``: CFG parallelism. A batched-CFG call (cond and uncond in one batch,
 FLUX/SD3 style pipelines): each rank of the group runs its share of the batch (rank r: rows
 ``r*B/2 .. (r+1)*B/2``), with its own cache decisions (a branch of its own: its diff is not
 reduced, since no collective sits inside the model), and the outputs are all-gathered along the
 batch so every rank returns the whole batch. Every tensor argument whose first dimension is the
 batch size of ``hidden_states`` is split; others (position ids, rotary tables) go whole.
+Separate cond / uncond calls (Wan, Qwen-Image: diffusers names them by ``cache_context``, or a
+call's batch is odd): rank 0 computes every first call, rank 1 every second one, at the same
+time, the second foreseen from the first (``SeparateCfg``); each rank's cache sees one branch.
 
 ``ParallelConfig(tp=T)``: tensor parallelism derived from the graph (``passes/shard_features.py``):
 each rank computes ``1/T`` of the heads of every attention and of the hidden features of every
@@ -31,8 +34,10 @@ is all-reduced over its context-parallel group).
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.utils._pytree as pytree
@@ -152,17 +157,31 @@ class ParallelConfig:
                              f"group's size ({world})")
 
 
-def cfg_parallel_forward(forward: Callable, parallel: ParallelConfig) -> Callable:
-    """``forward(*args, **kwargs)`` on this rank's half of a batched-CFG call, outputs gathered."""
+def cfg_parallel_forward(forward: Callable, parallel: ParallelConfig, branch: Callable[[], Optional[str]] = lambda: None,
+                         names: Optional[Sequence[str]] = None, restart: Callable[[], None] = lambda: None,
+                         new_generation: Callable[[], bool] = lambda: False,
+                         in_branch: Callable[[Optional[str]], Any] = lambda name: contextlib.nullcontext()) -> Callable:
+    """``forward(*args, **kwargs)`` with CFG parallelism. A batched-CFG call (cond and uncond rows
+    in one batch) runs this rank's half of the batch, outputs gathered. A call of a pipeline that
+    calls the transformer once per branch (``branch()`` names it, from diffusers'
+    ``cache_context``, or its batch is odd) goes to ``SeparateCfg``."""
     import torch.distributed as dist
 
     rank, world = dist.get_rank(parallel.group), dist.get_world_size(parallel.group)
+    separate = SeparateCfg(forward, rank, world, parallel.group, restart, new_generation, branch, in_branch)
 
     def run(*args, **kwargs):
-        batch = _batch_size(args, kwargs)
+        if args and names is not None and len(args) <= len(names):
+            args, kwargs = (), {**dict(zip(names, args)), **kwargs}
+        batch, hint = _batch_size(args, kwargs), branch()
+        if hint not in (None, "cond", "uncond", "cond_uncond"):
+            raise ValueError(f"ParallelConfig.cfg=2 places two CFG branches per step (cond, uncond); this pipeline "
+                             f"also calls a {hint!r} branch")
+        if not args and (separate.engaged or hint in ("cond", "uncond") or (hint is None and batch is not None and batch % world)):
+            return separate(kwargs)
         if batch is None or batch % world:
             raise ValueError(f"ParallelConfig.cfg={world} needs batched-CFG calls whose hidden_states batch is a "
-                             f"multiple of {world}, got {batch}")
+                             f"multiple of {world}, or calls by keyword, got batch {batch}")
         share = batch // world
 
         def local(x):
@@ -174,7 +193,163 @@ def cfg_parallel_forward(forward: Callable, parallel: ParallelConfig) -> Callabl
         leaves, spec = pytree.tree_flatten(out)
         return pytree.tree_unflatten([_gather(x, world, parallel.group) for x in leaves], spec)
 
+    run.separate = separate  # type: ignore[attr-defined]
     return run
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and a.device == b.device and bool(torch.equal(a, b)))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that do not compare are not the same
+        return False
+
+
+class SeparateCfg:
+    """CFG parallelism for pipelines that call the transformer twice per step (cond, then uncond,
+    same latents and timestep, other prompt embeddings): rank 0 computes every step's first call,
+    rank 1 its second, at the same time.
+
+    The second call's inputs are not known when the first call arrives, so they are foreseen: in
+    the first step of a generation (a pipeline call, or the first call) both calls run in turn (rank 0 the first, rank 1 the second,
+    each output broadcast) and the keywords in which the second differs from the first are learned
+    (the negative prompt embeddings). From the next step on, at each first call rank 1 computes
+    the second call on the first call's keywords with the learned ones swapped in, while rank 0
+    computes the first; the two outputs are all-gathered. When the second call arrives, its
+    keywords are compared with the foreseen ones (the same tensors, or equal): equal, it gets the
+    output computed ahead; different, nothing foreseen is used: this rank's cache state is reset
+    (its cached residual came from the foreseen call), the call runs as in a first step, and the
+    difference is learned again (``mispredictions`` counts these; one warning if it happens
+    after the first step of a generation). Each rank's cache thus sees one branch, every step,
+    with exactly that branch's inputs. Calls must pass tensors by keyword (diffusers pipelines do).
+    """
+
+    def __init__(self, forward: Callable, rank: int, world: int, group: Any, restart: Callable[[], None],
+                 new_generation: Callable[[], bool] = lambda: False, branch: Callable[[], Optional[str]] = lambda: None,
+                 in_branch: Callable[[Optional[str]], Any] = lambda name: contextlib.nullcontext()):
+        if world != 2:
+            raise ValueError(f"ParallelConfig.cfg must be 2 for separate cond/uncond calls, got {world}")
+        self.forward, self.rank, self.group, self.restart = forward, rank, group, restart
+        self.new_generation, self.branch, self.in_branch = new_generation, branch, in_branch
+        self.second_branch: Optional[str] = None  # the second call's branch name (its cache context)
+        self.engaged = False
+        self.first: Optional[Dict[str, Any]] = None  # the first call of the current (learning) step
+        self.delta: Optional[Dict[str, Any]] = None  # second call's keywords that differ from the first's
+        self.dropped: Tuple[str, ...] = ()  # first call's keywords the second does not pass
+        self.ahead: Optional[Tuple[Any, Dict[str, Any]]] = None  # (second call's output, its keywords)
+        self._previous_first: Optional[Dict[str, Any]] = None
+        self._restarted = False
+        self.mispredictions = 0
+        self.steps_foreseen = 0
+        self._warned = False
+
+    def __call__(self, kwargs: Dict[str, Any]) -> Any:
+        self.engaged = True
+        if self.ahead is not None:
+            out, foreseen = self.ahead
+            self.ahead = None
+            if kwargs.keys() == foreseen.keys() and all(_same(kwargs[k], foreseen[k]) for k in kwargs):
+                return out
+            self._mispredicted()
+            if _same_step(kwargs, self._previous_first):
+                return self._learn_second(kwargs, self._previous_first)
+            self.delta, self.first = None, None  # no second call came: this one starts a step, learned afresh
+        restarted, self._restarted = self._restarted, False
+        # A pipeline call began: its negative prompt is learned afresh. (Not right after a restart:
+        # the ranks' trackers then differ on whether a generation is pending; both know it began.)
+        if self.first is None and not restarted and self.new_generation():
+            self.delta, self.first, self.steps_foreseen = None, None, 0
+        if self.delta is None:
+            if self.first is not None and _same_step(kwargs, self.first):
+                return self._learn_second(kwargs, self.first)
+            self.first = kwargs
+            return self._on(0, kwargs)
+        foreseen = {k: v for k, v in kwargs.items() if k not in self.dropped}
+        foreseen.update(self.delta)
+        if self.rank == 0:
+            mine = self.forward(**kwargs)
+        else:
+            with self.in_branch(self.second_branch):  # the foreseen call belongs to the second branch's cache
+                mine = self.forward(**foreseen)
+        leaves, spec = pytree.tree_flatten(mine)
+        pairs = [_gather_pair(x, self.group) for x in leaves]
+        self.ahead = (pytree.tree_unflatten([b for _, b in pairs], spec), foreseen)
+        self._previous_first = kwargs
+        self.steps_foreseen += 1
+        return pytree.tree_unflatten([a for a, _ in pairs], spec)
+
+    def _learn_second(self, kwargs: Dict[str, Any], first: Dict[str, Any]) -> Any:
+        out = self._on(1, kwargs)
+        self.delta = {k: v for k, v in kwargs.items() if k not in first or not _same(v, first[k])}
+        self.dropped = tuple(k for k in first if k not in kwargs)
+        self.second_branch = self.branch()
+        self.first = None
+        return out
+
+    def _mispredicted(self) -> None:
+        import warnings
+
+        self.mispredictions += 1
+        self.restart()  # this rank's cache state ran the foreseen call: start the generation afresh
+        self._restarted = True
+        if self.steps_foreseen > 1 and not self._warned:
+            self._warned = True
+            warnings.warn("dit_fx: CFG parallelism foresaw the second (uncond) call's inputs wrongly in the middle of a "
+                          "generation; it ran again and the cache restarted (outputs stay exact, the speed-up is lost "
+                          "for this step)", RuntimeWarning, stacklevel=4)
+        self.steps_foreseen = 0
+
+    def _on(self, owner: int, kwargs: Dict[str, Any]) -> Any:
+        """``forward(**kwargs)`` on rank ``owner``, its output broadcast to the other."""
+        import torch.distributed as dist
+
+        out = self.forward(**kwargs) if self.rank == owner else None
+        meta = [None]
+        if self.rank == owner:
+            leaves, spec = pytree.tree_flatten(out)
+            meta = [(spec, [(tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else x for x in leaves])]
+        dist.broadcast_object_list(meta, src=dist.get_global_rank(self.group, owner) if self.group is not None else owner,
+                                   group=self.group)
+        spec, described = meta[0]
+        device = _device_of(kwargs)
+        leaves = pytree.tree_flatten(out)[0] if self.rank == owner else [
+            torch.empty(d[0], dtype=d[1], device=device) if isinstance(d, tuple) and len(d) == 2 and isinstance(d[1], torch.dtype)
+            else d for d in described]
+        src = dist.get_global_rank(self.group, owner) if self.group is not None else owner
+        for x in leaves:
+            if isinstance(x, torch.Tensor):
+                dist.broadcast(x, src=src, group=self.group)
+        return pytree.tree_unflatten(leaves, spec)
+
+
+def _same_step(kwargs: Dict[str, Any], first: Dict[str, Any]) -> bool:
+    """The second call of ``first``'s step: the same latents and the same timestep."""
+    from .frontend.captures import call_timestep
+
+    hidden = kwargs.get("hidden_states")
+    return (hidden is not None and _same(hidden, first.get("hidden_states"))
+            and _same(call_timestep(kwargs), call_timestep(first)))
+
+
+def _device_of(kwargs: Dict[str, Any]) -> Any:
+    for v in kwargs.values():
+        if isinstance(v, torch.Tensor):
+            return v.device
+    return "cpu"
+
+
+def _gather_pair(x: Any, group: Any) -> Tuple[Any, Any]:
+    if not isinstance(x, torch.Tensor):
+        return x, x
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(x) for _ in range(2)]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return parts[0], parts[1]
 
 
 def _batch_size(args, kwargs) -> Optional[int]:

@@ -182,3 +182,78 @@ def test_parallel_config_is_validated():
         dit_fx.optimize(torch.nn.Linear(2, 2), parallel=dit_fx.ParallelConfig(cfg=2))
     with pytest.raises(ValueError, match="ParallelConfig"):
         dit_fx.optimize(torch.nn.Linear(2, 2), parallel={"cfg": 2})
+
+
+def _separate_loop(model, spec, negative, change_at=None):
+    """A pipeline's loop with separate CFG: per step the cond call, then the uncond call on the same
+    latents and timestep with the negative prompt embeddings (diffusers names them by cache_context)."""
+    outs = []
+    with torch.no_grad():
+        for i in range(STEPS):
+            kw = spec.make_inputs(i, 900.0 - 80 * i)
+            neg = negative if change_at is None or i < change_at else negative + 1.0
+            with model.cache_context("cond"):
+                cond = model(**kw)[0]
+            with model.cache_context("uncond"):
+                uncond = model(**{**kw, "encoder_hidden_states": neg})[0]
+            outs.append((cond, uncond))
+    return outs
+
+
+def _separate_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    sys.path.insert(0, HERE)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        import warnings
+
+        import dit_fx
+        from tiny_models import MODELS
+
+        spec = MODELS["wan"]
+        shape = spec.make_inputs(0, 900.0)["encoder_hidden_states"].shape
+        negative = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+        result = {}
+        for threshold, change_at in ((1.0, None), (0.0, 3)):
+            cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=threshold, max_warmup_steps=1)
+            model = dit_fx.optimize(spec.build(), cfg, parallel=dit_fx.ParallelConfig(cfg=world))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                outs = _separate_loop(model, spec, negative, change_at)
+            placement = model.forward.cfg_placement
+            result[threshold] = dict(outs=outs, foreseen=placement.steps_foreseen, missed=placement.mispredictions,
+                                     cached=dit_fx.summary(model).cached_steps,
+                                     warnings=[str(w.message) for w in caught if "dit_fx" in str(w.message)])
+        result["negative"] = negative
+        torch.save(result, os.path.join(out_dir, f"sep{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_cfg_parallel_places_separate_cond_and_uncond_calls_on_their_own_ranks(tmp_path):
+    """cfg=2 with a pipeline that calls the transformer once per branch: rank 0 computes the cond
+    calls, rank 1 the uncond calls, the second foreseen from the first (same latents, learned
+    negative embeddings) and computed at the same time; both ranks return both, exactly what one
+    process returns. A negative that changes mid-generation is caught: computed again, exact."""
+    import dit_fx
+    from tiny_models import MODELS
+
+    mp.spawn(_separate_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"sep{r}.pt") for r in range(2)]
+    spec = MODELS["wan"]
+    for threshold, change_at in ((1.0, None), (0.0, 3)):
+        cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=threshold, max_warmup_steps=1)
+        single = dit_fx.optimize(spec.build(), cfg)
+        expected = _separate_loop(single, spec, ranks[0]["negative"], change_at)
+        if threshold:
+            assert dit_fx.summary(single).cached_steps, "the threshold must cache some steps"
+        for r in ranks:
+            res = r[threshold]
+            # Every step after the first (after the misprediction: the step that relearned) computed both at once.
+            assert res["foreseen"] == (STEPS - 1 if change_at is None else STEPS - 1 - change_at), res["foreseen"]
+            assert res["missed"] == (0 if change_at is None else 1)
+            assert len(res["warnings"]) == (0 if change_at is None else 1), res["warnings"]
+            for (c, u), (ec, eu) in zip(res["outs"], expected):
+                assert torch.allclose(c, ec, rtol=1e-5, atol=1e-6) and torch.allclose(u, eu, rtol=1e-5, atol=1e-6)
+    assert ranks[0][1.0]["cached"], "rank 0's (cond) branch cached as one process's cond branch did"

@@ -80,6 +80,11 @@ class StepTracker:
         """Start a new generation at the next call."""
         self._pending = True
 
+    @property
+    def generation_pending(self) -> bool:
+        """Whether the next call starts a new generation (``reset`` was called: a pipeline call began)."""
+        return self._pending
+
     def advance(self, t: Optional[float], signature) -> None:
         """Place a new call with timestep ``t`` (None: no timestep input) and hidden ``signature``."""
         cfg = self.config
