@@ -200,6 +200,19 @@ def _separate_loop(model, spec, negative, change_at=None):
     return outs
 
 
+def _wan_pipeline_runs(parallel=None):
+    """A tiny WanPipeline (separate CFG under ``cache_context``), two generations with other seeds
+    and prompts: the latents each returns."""
+    import dit_fx
+    from tiny_pipelines import build_wan, wan_call_kwargs
+
+    pipe = build_wan()
+    cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.3, max_warmup_steps=1)
+    dit_fx.optimize(pipe, cfg, parallel=parallel)
+    with torch.no_grad():
+        return [pipe(**wan_call_kwargs(num_inference_steps=6, seed=seed)).frames for seed in (0, 1)]
+
+
 def _separate_rank(rank: int, world: int, port: int, out_dir: str) -> None:
     sys.path.insert(0, HERE)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -225,6 +238,7 @@ def _separate_rank(rank: int, world: int, port: int, out_dir: str) -> None:
                                      cached=dit_fx.summary(model).cached_steps,
                                      warnings=[str(w.message) for w in caught if "dit_fx" in str(w.message)])
         result["negative"] = negative
+        result["pipeline"] = _wan_pipeline_runs(dit_fx.ParallelConfig(cfg=world))
         torch.save(result, os.path.join(out_dir, f"sep{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -257,3 +271,8 @@ def test_cfg_parallel_places_separate_cond_and_uncond_calls_on_their_own_ranks(t
             for (c, u), (ec, eu) in zip(res["outs"], expected):
                 assert torch.allclose(c, ec, rtol=1e-5, atol=1e-6) and torch.allclose(u, eu, rtol=1e-5, atol=1e-6)
     assert ranks[0][1.0]["cached"], "rank 0's (cond) branch cached as one process's cond branch did"
+    # The same through a WanPipeline (its cond/uncond calls under cache_context), two generations.
+    expected = _wan_pipeline_runs()
+    for r in ranks:
+        for got, want in zip(r["pipeline"], expected):
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), float((got - want).abs().max())
