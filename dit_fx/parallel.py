@@ -55,8 +55,8 @@ class ParallelConfig:
     ``tp`` ranks. release_weights (tp only): once a capture is split, the model's whole values of
     the split weights are freed (each rank keeps its parts, so weight memory per rank shrinks to
     about ``1/tp`` of the block linears); ``dit_fx.disable`` gathers them back (collective).
-    cfg: 1 or 2 (CFG parallelism over batched-CFG calls). group: the process group (default: the
-    whole world); the degrees must multiply to its size."""
+    cfg: 1 or 2 (CFG parallelism). group: the process group (default: the whole world), or mesh: a
+    1-D ``DeviceMesh`` whose group is used; the degrees must multiply to its size."""
 
     ulysses: int = 1
     ring: int = 1
@@ -64,8 +64,16 @@ class ParallelConfig:
     tp: int = 1
     group: Any = None
     release_weights: bool = True
+    mesh: Any = None  # a 1-D torch DeviceMesh instead of ``group`` (its process group is used)
 
     def __post_init__(self) -> None:
+        if self.mesh is not None:
+            if self.group is not None:
+                raise ValueError("ParallelConfig: pass group or mesh, not both")
+            if getattr(self.mesh, "ndim", None) != 1:
+                raise ValueError(f"ParallelConfig.mesh must be a 1-D DeviceMesh (dit_fx lays out the degrees on "
+                                 f"it), got {self.mesh!r}")
+            object.__setattr__(self, "group", self.mesh.get_group())
         for name in ("ulysses", "ring", "cfg", "tp"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -44,12 +44,26 @@ def _rank(rank: int, world: int, port: int, out_dir: str, name: str = "flux") ->
         with torch.no_grad():
             got = [model(**kw)[0] for kw in steps]
         stats = dit_fx.summary(model)
+        # diffusers' own context parallelism (no dit_fx) against dit_fx's, derived from the graph.
+        plain = spec.build()
+        plain.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world, mesh=mesh))
+        ours = dit_fx.optimize(spec.build(), dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0),
+                               parallel=dit_fx.ParallelConfig(ulysses=world))
+        with torch.no_grad():
+            diffusers_cp = [_plain(plain(**kw)[0]) for kw in steps]
+            ours_cp = [ours(**kw)[0] for kw in steps]
         torch.save(dict(got=got, expected=expected, cached=stats.cached_steps, diffs=stats.residual_diffs,
+                        diffusers_cp=diffusers_cp, ours_cp=ours_cp,
                         expected_cached=expected_stats.cached_steps, expected_diffs=expected_stats.residual_diffs,
                         supported=dit_fx.inspect(model).captures[-1].supported),
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """A diffusers CP output may be a functional collective's lazy tensor: wait for it."""
+    return x.wait() if hasattr(x, "wait") else x
 
 
 @pytest.mark.timeout(300)
@@ -60,6 +74,8 @@ def test_optimize_on_a_diffusers_context_parallel_model_agrees_across_ranks(tmp_
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for r in ranks:
         assert r["supported"]
+        for a, b in zip(r["ours_cp"], r["diffusers_cp"]):  # dit_fx's CP equals diffusers' CP
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max())), float((a - b).abs().max())
         assert r["expected_cached"], "the config must cache some steps for this test to mean anything"
         assert r["cached"] == r["expected_cached"]  # same decisions as one process, on every rank
         for step, diff in r["expected_diffs"].items():
@@ -175,7 +191,8 @@ def test_parallel_config_is_validated():
     import dit_fx
 
     for kwargs, field in ((dict(cfg=3), "cfg"), (dict(ulysses=0), "ulysses"), (dict(ring=1.5), "ring"), (dict(tp=True), "tp"),
-                          (dict(cfg=2, tp=2), "cfg"), (dict(cfg=2, ulysses=2), "cfg")):
+                          (dict(cfg=2, tp=2), "cfg"), (dict(cfg=2, ulysses=2), "cfg"),
+                          (dict(mesh="cpu"), "mesh"), (dict(release_weights=1), "release_weights")):
         with pytest.raises(ValueError, match=field):
             dit_fx.ParallelConfig(**kwargs)
     with pytest.raises(ValueError, match="process group"):  # none started in this process

@@ -51,7 +51,8 @@ def test_token_counts_that_do_not_divide_are_padded(tmp_path):
     """Ring over 3 ranks: FLUX's 8 text and 16 image tokens, Wan's 128 video tokens do not divide
     by 3. Each rank pads its chunk; padded keys are dropped from attention, padded rows zeroed
     after each block (they add nothing to the diff), and the gather returns the exact tokens."""
-    jobs = [("models", "flux", 0.0), ("models", "flux", CACHED["flux"]), ("models", "wan", CACHED["wan"])]
+    jobs = [("models", "flux", 0.0), ("models", "flux", CACHED["flux"]), ("models", "wan", CACHED["wan"]),
+            ("zoo", "pixart", 0.0)]  # PixArt: 3 heads (no Ulysses 2), ring only
     ranks = _spawn(tmp_path, 3, dict(ring=3), jobs)
     for key in ranks[0]:
         _check(ranks, key)

@@ -93,7 +93,10 @@ def _release_job(rank: int, world: int, port: int, out_dir: str) -> None:
         result = dict(rounds=[])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            dit_fx.optimize(model, cfg, parallel=dit_fx.ParallelConfig(tp=2))
+            from torch.distributed.device_mesh import init_device_mesh
+
+            mesh = init_device_mesh("cpu", (world,))  # a user's mesh instead of a group
+            dit_fx.optimize(model, cfg, parallel=dit_fx.ParallelConfig(tp=2, mesh=mesh))
             with torch.no_grad():
                 for batch in (1, 2, 1):  # batch 2 is captured after the weights were released
                     steps = [spec.make_inputs(i, 900.0 - 80 * i, batch=batch) for i in range(3)]
