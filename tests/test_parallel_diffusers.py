@@ -292,4 +292,5 @@ def test_cfg_parallel_places_separate_cond_and_uncond_calls_on_their_own_ranks(t
     expected = _wan_pipeline_runs()
     for r in ranks:
         for got, want in zip(r["pipeline"], expected):
-            assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), float((got - want).abs().max())
+            # Within fp32 rounding of the sampler and VAE, whose thread count differs between processes.
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max())), float((got - want).abs().max())
