@@ -80,6 +80,7 @@ import io
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 import traceback
@@ -124,7 +125,8 @@ def parse_args(argv=None):
     p.add_argument("--assets", default=None, help=f"asset folder (default {fm.ASSET_DIR})")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--seeds", type=int, default=None, help="noise seeds per class in the evaluation batch (default 20; --quick 1)")
-    p.add_argument("--cal-samples", type=int, default=None, help="calibration samples, other noise (default 20; --quick 4)")
+    p.add_argument("--cal-samples", type=int, default=None,
+                   help="calibration samples, other noise, classes 0-9 in turn (default 20; --quick 10)")
     p.add_argument("--steps", type=int, default=fm.DEFAULT_STEPS)
     p.add_argument("--guidance", type=float, default=fm.DEFAULT_GUIDANCE)
     p.add_argument("--warmup", type=int, default=4, help="max_warmup_steps of every DBCache/DBPrune config (and TaylorSeer's disable_cache_before_step)")
@@ -152,7 +154,7 @@ def parse_args(argv=None):
     elif args.doc.lower() == "none":
         args.doc = None
     args.seeds = args.seeds or (1 if q else 20)
-    args.cal_samples = args.cal_samples or (4 if q else 20)
+    args.cal_samples = args.cal_samples or (10 if q else 20)  # --quick: every class once
     args.reps = args.reps or (1 if q else 3)
     args.budget_s = args.budget_s if args.budget_s is not None else (None if q else 240.0)
     args.groups = list(args.groups or (QUICK_GROUPS if q else GROUPS))
@@ -931,8 +933,9 @@ class Bench:
 
         t0 = time.perf_counter()
         cal = dit_fx.calibrate(self.model, run, computed)
-        self.result["calibrations"][f"computed_{computed}"] = dict(mask=list(cal.mask), cost=cal.cost,
-                                                                   uniform_cost=cal.uniform_cost, seconds=time.perf_counter() - t0)
+        self.result["calibrations"][f"computed_{computed}"] = dict(
+            mask=list(cal.mask), cost=cal.cost, uniform_cost=cal.uniform_cost, gain_db=cal.gain_db,
+            growth=getattr(cal, "growth", None), seconds=time.perf_counter() - t0)
         return cal
 
     def calibrated_rows(self) -> None:
@@ -1089,8 +1092,20 @@ def guidance(result) -> str:
     uni = {r["params"]["computed_steps"]: r for r in rows if r["system"] == "dit_fx uniform mask"}
     both = sorted(set(cal) & set(uni))
     if both:
-        out.append("- **Calibrated vs uniform masks** (same computed steps, static policy): " + "; ".join(
-            f"{k}/{result['setup']['steps']}: {_fmt(cal[k]['psnr'])} vs {_fmt(uni[k]['psnr'])} dB" for k in both) + ".")
+        cals = result.get("calibrations", {})
+
+        def cal_note(k):
+            c = cals.get(f"computed_{k}", {})
+            if "mask" not in c:
+                return ""
+            same = c["mask"] == uni[k].get("params", {}).get("mask")
+            return (f" (`{''.join(map(str, c['mask']))}`" + (", the uniform mask" if same else "")
+                    + (f", predicted {c['gain_db']:+.2f} dB" if c.get("gain_db") is not None else "") + ")")
+
+        out.append(f"- **Calibrated vs uniform masks** (same computed steps, static policy, `dit_fx.calibrate` on "
+                   f"{result['setup'].get('cal_samples')} calibration samples): " + "; ".join(
+            f"{k}/{result['setup']['steps']}: {_fmt(cal[k]['psnr'])} vs {_fmt(uni[k]['psnr'])} dB{cal_note(k)}"
+            for k in both) + ".")
     for x, what in (("full_batch_s", f"batch {result['setup']['eval_batch']} latency"), ("batch1_s", "batch 1 latency"),
                     ("computed_fraction", "computed fraction")):
         front = pareto(rows, x)
@@ -1123,7 +1138,7 @@ the same sampler (`fashion.sample`: {steps} Euler steps on FLUX's shifted schedu
 classifier-free guidance {guidance}) from the same initial noise on {n} samples (10 classes x
 {seeds} noise seed(s)); the reference is the uncached run. Script:
 [`benchmarks/quality.py`](../benchmarks/quality.py) (its docstring says what every system and
-column is); file: `{out}`; this page is written by the script.
+column is); file: `{out}`; this page is written by the script ({command}).
 
 Run: {env}; {dtype}{tf32}; `{weights}` weights; warm-up {warmup} steps for every DBCache/DBPrune
 config; thresholds {thr_note}.
@@ -1155,7 +1170,8 @@ def write_doc(result, path: str, plot: Optional[str]) -> str:
     text = DOC_HEAD.format(steps=s["steps"], guidance=s["guidance"], n=s["eval_batch"], seeds=s["eval_seeds"],
                            out=_repo_path(result["args"]["out"]), env=env_text, dtype=s["dtype"],
                            tf32=" (TF32)" if s.get("tf32") else "", weights=s["weights"], warmup=s["warmup"],
-                           thr_note=thr_note, reps=result["args"]["reps"])  # fmt: skip
+                           thr_note=thr_note, reps=result["args"]["reps"],
+                           command=f"`{result['command']}`" if result.get("command") else "its command line was not recorded")  # fmt: skip
     if quick:
         text += ("\n**A CPU smoke run (`--quick`)**: one sample per class, the quick subset of configs, CPU "
                  "latencies on a shared 2-core VM. The GPU run (`python benchmarks/quality.py` on an H200) replaces "
@@ -1260,6 +1276,7 @@ def main(argv=None) -> Dict[str, Any]:
         report(result, plot_path, args.doc if args.doc_given else None)
         return result
     bench = Bench(args)
+    bench.result["command"] = "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     log(f"quality benchmark: groups {args.groups}; out {args.out}")
     try:
         bench.main()

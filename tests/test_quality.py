@@ -5,8 +5,8 @@ when absent): one sample per class, 20 Euler steps, batched CFG, the same noise 
 
 - A known DBCache config keeps the PSNR of its final images against the uncached images above
   ``PSNR_FLOOR`` (and caches at least ``MIN_CACHED_STEPS`` steps, so the floor means something).
-- A mask from ``dit_fx.calibrate`` (calibrated on other noise seeds) beats the uniform mask of the
-  same computed-step count on the evaluation seeds (PSNR, static policy, F1B0).
+- Masks from ``dit_fx.calibrate`` (calibrated on other noise seeds) beat the uniform masks of the
+  same computed-step counts on the evaluation seeds at two budgets (PSNR, static policy, F1B0).
 
 ``DIT_FX_FASHION_ASSETS=DIR`` runs the tests on another asset folder (``scripts/train_fashion.py
 --out DIR``), e.g. a tiny CPU-trained one; the constants below are for the shipped weights. Run
@@ -41,13 +41,15 @@ KNOWN_CONFIG = dict(fn_blocks=1, bn_blocks=0, residual_diff_threshold=0.15, max_
 PSNR_FLOOR = 34.0
 MIN_CACHED_STEPS = 4  # the known config must cache at least this many of the 20 steps (measured: 6)
 
-CALIBRATED_STEPS = 12  # computed steps of the calibrated and the uniform mask (of STEPS)
-CALIBRATED_MARGIN_DB = 0.0  # the calibrated mask must beat the uniform one by more than this
-# Measured on the shipped weights (CPU, 3 calibration samples, 20 steps, F1B0 static), PSNR of
-# dit_fx.calibrate's mask vs uniform_mask(20, K): K=12 37.90 vs 37.56 dB (the case tested), but
-# K=10 33.79 vs 34.45, K=8 30.30 vs 31.76, K=6 26.73 vs 27.80, K=5 25.70 vs 25.96: at low budgets
-# the current error model loses to the uniform mask (issue 18 item 3; benchmarks/quality.py
-# measures the whole curve at 28 steps).
+CALIBRATED_BUDGETS = (6, 11)  # computed steps of the calibrated and the uniform masks (of STEPS): ~30% and ~55%
+# PSNR (dB) the calibrated mask must gain over the uniform one at each budget. Measured on the shipped
+# weights (CPU, torch 2.13, CAL_SAMPLES calibration samples, 20 steps, F1B0 static), calibrated vs
+# uniform_mask(20, K): K=6 28.09 vs 27.80 (+0.29), K=11 36.35 vs 35.61 (+0.74); the margin keeps
+# about a third of the smaller gain. Other budgets there: K=5 +0.43, K=8 +0.37, K=10 34.45 = 34.45
+# (calibrate keeps the uniform mask: predicted gain < MIN_GAIN_DB), K=12 +0.34, K=14 +1.19; before
+# issue 18's error model the calibrated mask lost at K=6, 8 and 10 (26.73 vs 27.80, 30.30 vs 31.76,
+# 33.79 vs 34.45). At 28 steps: benchmarks/quality.py, docs/quality.md.
+CALIBRATED_MARGIN_DB = 0.1
 
 needs_assets = pytest.mark.skipif(
     not fm.assets_available(ASSETS),
@@ -118,26 +120,26 @@ def test_known_dbcache_config_keeps_psnr_above_floor(fashion):
 
 
 @needs_assets
-def test_calibrated_mask_beats_uniform_mask_of_same_compute(fashion):
+@pytest.mark.parametrize("computed", CALIBRATED_BUDGETS)
+def test_calibrated_mask_beats_uniform_mask_of_same_compute(fashion, computed):
     from dit_fx.calibrate import uniform_mask
 
     t0 = time.perf_counter()
-    cal = dit_fx.calibrate(
-        fashion.transformer, lambda: fashion.sample(fashion.cal_classes, fashion.cal_latents), CALIBRATED_STEPS
-    )
-    uniform = uniform_mask(STEPS, CALIBRATED_STEPS)
-    assert sum(cal.mask) == sum(uniform) == CALIBRATED_STEPS
-    assert list(cal.mask) != list(uniform), "calibrate picked the uniform mask: nothing to compare"
+    cal = dit_fx.calibrate(fashion.transformer, lambda: fashion.sample(fashion.cal_classes, fashion.cal_latents), computed)
+    uniform = uniform_mask(STEPS, computed)
+    assert sum(cal.mask) == sum(uniform) == computed
+    assert cal.cost <= cal.uniform_cost  # never worse than uniform by the error model's own prediction
     cal_images, cal_stats = fashion.cached(cal.config(fn_blocks=1, num_inference_steps=STEPS, enable_separate_cfg=False))
     uni_images, uni_stats = fashion.cached(_mask_config(uniform))
     for mask, stats in ((cal.mask, cal_stats), (uniform, uni_stats)):
         assert stats.cached_steps == [i for i, m in enumerate(mask) if not m]
     psnr_cal, psnr_uni = fashion.psnr(cal_images), fashion.psnr(uni_images)
-    print(f"\n{CALIBRATED_STEPS}/{STEPS} computed: calibrated {''.join(map(str, cal.mask))} PSNR {psnr_cal:.2f} dB, "
-          f"uniform {''.join(map(str, uniform))} PSNR {psnr_uni:.2f} dB (error model {cal.cost:.4f} vs "
-          f"{cal.uniform_cost:.4f}); this test {time.perf_counter() - t0:.1f} s")
-    assert psnr_cal > psnr_uni + CALIBRATED_MARGIN_DB, (
-        f"calibrated mask {cal.mask}: {psnr_cal:.2f} dB, not above the uniform mask {uniform}: {psnr_uni:.2f} dB"
+    print(f"\n{computed}/{STEPS} computed: calibrated {''.join(map(str, cal.mask))} PSNR {psnr_cal:.2f} dB, "
+          f"uniform {''.join(map(str, uniform))} PSNR {psnr_uni:.2f} dB (predicted gain {cal.gain_db:+.2f} dB, "
+          f"{cal.growth} growth); this test {time.perf_counter() - t0:.1f} s")
+    assert psnr_cal >= psnr_uni + CALIBRATED_MARGIN_DB, (
+        f"calibrated mask {cal.mask}: {psnr_cal:.2f} dB, not {CALIBRATED_MARGIN_DB} dB above the uniform mask "
+        f"{uniform}: {psnr_uni:.2f} dB"
     )
 
 
