@@ -152,10 +152,11 @@ SYSTEMS: Dict[str, str] = {
     "dit_fx_bf16": "dit_fx bf16 + DBCache + compile + CUDA graphs",
     "dit_fx_fp8": "dit_fx fp8 + DBCache + compile + CUDA graphs",
     "cache_dit_bf16": "cache-dit bf16 + DBCache + torch.compile",
+    "dit_fx_fp8_separate": "dit_fx fp8 + DBCache + compile + CUDA graphs, Linears separate (fuse_linears=False)",
 }
 DEFAULT_ORDER = ["bf16_compile", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_fp8", "torchao_fp8_compile", "cache_dit_bf16"]
-FP8_SYSTEMS = {"torchao_fp8_compile", "cache_dit_fp8", "dit_fx_fp8"}
-CACHE_SYSTEMS = {"cache_dit_fp8", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_bf16"}
+FP8_SYSTEMS = {"torchao_fp8_compile", "cache_dit_fp8", "dit_fx_fp8", "dit_fx_fp8_separate"}
+CACHE_SYSTEMS = {"cache_dit_fp8", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_bf16", "dit_fx_fp8_separate"}
 BF16_SYSTEMS = {"bf16_compile", "dit_fx_bf16", "cache_dit_bf16"}  # leave the shared bf16 model as built
 
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -182,7 +183,7 @@ WAN_SHAPES = {"full": (480, 832, 5), "small": (480, 832, 2), "tiny": (32, 32, 1)
 # timed loops): below this much budget left it is skipped. Lower bounds, not estimates of the mean.
 MIN_SECONDS = {
     "full": {"bf16_compile": 30, "dit_fx_bf16": 25, "dit_fx_fp8": 35, "cache_dit_fp8": 20,
-             "torchao_fp8_compile": 20, "cache_dit_bf16": 20},  # warm-cache H200 times (cold: up to ~2x)
+             "torchao_fp8_compile": 20, "cache_dit_bf16": 20, "dit_fx_fp8_separate": 35},  # warm-cache H200 times (cold: up to ~2x)
     "small": {k: 20 for k in SYSTEMS},
     "tiny": {k: 1 for k in SYSTEMS},
 }
@@ -190,7 +191,7 @@ MIN_SECONDS = {
 # run's step times scaled by the FLOPs (a computed bf16 step ~3.2x FLUX's), lower bounds again.
 WAN_MIN_SECONDS = {
     "full": {"bf16_compile": 60, "dit_fx_bf16": 45, "dit_fx_fp8": 55, "cache_dit_fp8": 40,
-             "torchao_fp8_compile": 50, "cache_dit_bf16": 40},
+             "torchao_fp8_compile": 50, "cache_dit_bf16": 40, "dit_fx_fp8_separate": 55},
     "small": {k: 20 for k in SYSTEMS},
     "tiny": {k: 1 for k in SYSTEMS},
 }
@@ -775,9 +776,9 @@ class Bench:
         fn = self.compile_baseline(model, rec, teardown)
         return fn, lambda: None, None
 
-    def setup_dit_fx_bf16(self, model, rec, teardown, quantize=None):
+    def setup_dit_fx_bf16(self, model, rec, teardown, quantize=None, fuse_linears=None):
         cfg = self.dit_fx_config()
-        kw: Dict[str, Any] = {}
+        kw: Dict[str, Any] = {} if fuse_linears is None else dict(fuse_linears=fuse_linears)
         if self.args.no_compile:
             kw.update(compile=False, cuda_graphs=False)
         if quantize is not None:
@@ -813,12 +814,19 @@ class Bench:
             if seen.captures and seen.captures[-1].options is not None:
                 o = seen.captures[-1].options
                 out["dit_fx"]["capture_compile"], out["dit_fx"]["capture_cuda_graphs"] = o.compile, o.cuda_graphs
+                out["dit_fx"]["capture_fuse_linears"] = o.fuse_linears
+            fused = seen.fused_linears
+            out["dit_fx"]["fused_linears"] = fused.fused_linears if fused is not None else 0
+            out["dit_fx"]["fused_groups"] = len(fused.groups) if fused is not None else 0
             return out
 
         return model, before, check
 
     def setup_dit_fx_fp8(self, model, rec, teardown):
         return self.setup_dit_fx_bf16(model, rec, teardown, quantize="fp8")
+
+    def setup_dit_fx_fp8_separate(self, model, rec, teardown):
+        return self.setup_dit_fx_bf16(model, rec, teardown, quantize="fp8", fuse_linears=False)
 
     def _cache_dit_common(self, model, rec, teardown, quantize_config=None):
         import cache_dit
@@ -966,6 +974,8 @@ class Bench:
             dit_fx_bf16_over_cache_dit_bf16_e2e=ratio("dit_fx_bf16", "e2e_s", "cache_dit_bf16", "e2e_s"),
             dit_fx_bf16_over_cache_dit_bf16_cached_step=ratio("dit_fx_bf16", "cached_ms", "cache_dit_bf16", "cached_ms"),
             dit_fx_fp8_over_bf16_weight_bytes=ratio("dit_fx_fp8", "weight_bytes", "dit_fx_bf16", "weight_bytes"),
+            dit_fx_fp8_over_separate_computed_step=ratio("dit_fx_fp8", "computed_ms", "dit_fx_fp8_separate", "computed_ms"),
+            dit_fx_fp8_over_separate_e2e=ratio("dit_fx_fp8", "e2e_s", "dit_fx_fp8_separate", "e2e_s"),
         )
         first = get("dit_fx_fp8", "first_call_s")
         targets = dict(

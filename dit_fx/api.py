@@ -103,6 +103,7 @@ def optimize(
     dump_dir: Optional[str] = None,
     parallel: Optional[ParallelConfig] = None,
     quantize: Any = None,
+    fuse_linears: Optional[bool] = None,
 ) -> torch.nn.Module:
     """Make ``model`` (a DiT transformer, or a diffusers pipeline) skip its middle blocks on steps
     where DBCache allows. Returns the same object.
@@ -126,11 +127,14 @@ def optimize(
 
     ``quantize``: torchao low-bit Linears in the blocks (``"int8"``, ``"fp8"``, ... or a
     ``dit_fx.QuantizeConfig``), applied at the first call before capture (``dit_fx/quantize.py``).
+
+    ``fuse_linears``: one GEMM for a block's Linears that read the same value (q / k / v, ...);
+    None: on when the model runs on CUDA (``dit_fx.CompileOptions``, ``passes/fuse_linears.py``).
     """
     if is_pipeline(model):
         return _optimize_pipeline(model, config, dict(compile=compile, cuda_graphs=cuda_graphs, inductor_options=inductor_options,
                                                       mode=mode, dump_dir=dump_dir, parallel=parallel,
-                                                      quantize=quantize))
+                                                      quantize=quantize, fuse_linears=fuse_linears))
     if parallel is not None:
         if not isinstance(parallel, ParallelConfig):
             raise ValueError(f"parallel must be a dit_fx.ParallelConfig, got {type(parallel).__name__}")
@@ -138,7 +142,8 @@ def optimize(
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"optimize expects a transformer nn.Module or a diffusers pipeline, got {type(model).__name__}")
     options = CompileOptions(compile=compile, cuda_graphs=cuda_graphs, mode=mode,
-                             inductor_options=inductor_options or {}, dump_dir=dump_dir, quantize=quantize)
+                             inductor_options=inductor_options or {}, dump_dir=dump_dir, quantize=quantize,
+                             fuse_linears=fuse_linears)
     if parallel is not None and parallel.tp > 1 and options.quantize is not None:
         raise ValueError("quantize together with ParallelConfig.tp is not built: quantized weights are not split "
                          "(use one of them)")

@@ -70,6 +70,7 @@ class Inspection:
     signature_evictions: int = 0  # captures dropped past that limit (least recently used first)
     sharding: Optional[Any] = None  # context parallelism: the last capture's ShardRecord (passes/shard_sequence.py)
     tensor_parallel: Optional[Any] = None  # the last capture's FeatureShardRecord (passes/shard_features.py)
+    fused_linears: Optional[Any] = None  # the last capture's FusionRecord (passes/fuse_linears.py); None: not run
     live_captures: int = 0  # captures still held (dropped signatures' captures are let go)
     passes: Dict[str, List[str]] = field(default_factory=dict)  # of the latest capture
 
@@ -123,5 +124,6 @@ def inspect(model: Any):
         live_captures=session.live_captures,
         sharding=session.shard_records[-1] if session.shard_records else None,
         tensor_parallel=session.feature_records[-1] if session.feature_records else None,
+        fused_linears=session.fusion_records[-1] if session.fusion_records else None,
         passes=captures[-1].passes if captures else {},
     )

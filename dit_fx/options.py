@@ -17,7 +17,7 @@ import torch
 from .quantize import QuantizeConfig, coerce_quantize
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "mode", "inductor_options", "dump_dir", "quantize")
+BACKEND_OPTIONS = ("config", "compile", "cuda_graphs", "mode", "inductor_options", "dump_dir", "quantize", "fuse_linears")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,14 @@ class CompileOptions:
     quantize: torchao low-bit Linears in the blocks (``dit_fx.QuantizeConfig``, or its kind as a
         string, or a dict of its fields), applied to the model before capture (``quantize.py``).
         ``optimize`` only: the backend refuses it (Dynamo has lifted the weights already).
+    fuse_linears: one GEMM for the Linears of a block that read the same value (q / k / v, ...),
+        ``passes/fuse_linears.py``. None (auto): on CUDA, the torchao fp8 row-wise weights only
+        (``quantize="fp8"`` on Hopper), where joining pays: H200, FLUX.1-dev-sized double block
+        0.87x, Wan 2.1 14B-sized block 0.97x; plain bf16 blocks were 1-3% slower joined
+        (``benchmarks/results/fused_linears_h200.json``); off CUDA, off (eager partitions stay
+        bit-exact with the unmodified model). True: every joinable group (plain weights too).
+        False: never. The model's parameters become views of the joined weights (no memory
+        held twice).
 
     Why "on CUDA: compiled + CUDA graphs" is the default (docs/benchmarks.md): in every GPU run of
     the benchmarks (FLUX.1-dev-sized at 512² and 1024², PixArt-Sigma-sized at 512²) compiled + CUDA
@@ -61,10 +69,11 @@ class CompileOptions:
     inductor_options: Mapping[str, Any] = field(default_factory=dict)
     dump_dir: Optional[str] = None
     quantize: Optional[QuantizeConfig] = None
+    fuse_linears: Optional[bool] = None
     explicit_inductor_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("compile", "cuda_graphs"):
+        for name in ("compile", "cuda_graphs", "fuse_linears"):
             if getattr(self, name) is not None:
                 _check_bool(name, getattr(self, name))
         mode_graphs, mode_inductor = mode_options(self.mode or "default")
@@ -90,17 +99,19 @@ class CompileOptions:
     def resolved(self, device_type: str) -> "CompileOptions":
         """The options of a capture whose inputs live on ``device_type``: ``compile`` and
         ``cuda_graphs`` decided (None -> on for CUDA, see the class docstring)."""
-        if self.compile is not None and self.cuda_graphs is not None:
+        if self.compile is not None and self.cuda_graphs is not None and self.fuse_linears is not None:
             return self
         on_cuda = device_type == "cuda"
         compile_ = on_cuda if self.compile is None else self.compile
         graphs = (on_cuda and compile_) if self.cuda_graphs is None else self.cuda_graphs
-        return dataclasses.replace(self, compile=compile_, cuda_graphs=graphs,
+        fuse = (None if on_cuda else False) if self.fuse_linears is None else self.fuse_linears  # None: auto
+        return dataclasses.replace(self, compile=compile_, cuda_graphs=graphs, fuse_linears=fuse,
                                    inductor_options=dict(self.explicit_inductor_options))
 
     def key(self) -> Tuple[Any, ...]:
         """Hashable identity: two captures with equal keys may share one session."""
-        return (self.compile, self.cuda_graphs, tuple(sorted(self.inductor_options.items(), key=lambda kv: kv[0])), self.dump_dir)
+        return (self.compile, self.cuda_graphs, tuple(sorted(self.inductor_options.items(), key=lambda kv: kv[0])), self.dump_dir,
+                self.fuse_linears)
 
     @classmethod
     def from_backend(cls, options: Optional[Mapping[str, Any]], mode: Optional[str] = None) -> Tuple["CompileOptions", Any]:
@@ -126,6 +137,7 @@ class CompileOptions:
             mode=options.get("mode", mode) or "default",
             inductor_options=options.get("inductor_options") or {},
             dump_dir=options.get("dump_dir"),
+            fuse_linears=options.get("fuse_linears"),
         )
         return built, options.get("config")
 

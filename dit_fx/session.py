@@ -39,6 +39,7 @@ from .frontend.pieces import PASSTHROUGH, Pieces, RetrySpecialized, has_symbolic
 from .fx_utils import lazy_graph_module
 from .lowering import Lowerer
 from .options import CompileOptions
+from .passes.fuse_linears import AUTO_LAYOUTS, FusionContext, JoinedWeights, fuse_linears
 from .passes.shard_features import FeatureContext, shard_features
 from .passes.shard_sequence import ShardContext, ShardRefused, shard_sequence
 from .passes import LoweringContext, PassList, PassTiming, RewriteContext, lowering_passes, rewrite_nested
@@ -163,6 +164,10 @@ class Session:
         self.features = None
         self.feature_records: List[Any] = []
         self.feature_weights = None  # passes/shard_features.SplitWeights: every capture's parts
+        # Sibling Linears joined into one GEMM (passes/fuse_linears.py): the joined weights of
+        # this model (every capture shares them), what each capture's pass did.
+        self.joined_weights = JoinedWeights()
+        self.fusion_records: List[Any] = []
         self.release_weights = False  # free the model's whole weights once split (ParallelConfig.release_weights)
         self.pending_release: List[Any] = []
         # Set by ``optimize`` when the forward cannot be captured as one graph: later captures
@@ -257,6 +262,10 @@ class Session:
         names = [n.name for n in bound.graph.nodes if n.op == "placeholder"]
         if plans[0].supported and (self.sequence is not None or self.features is not None):
             gm, static, bound, plans = self._shard(gm, captured, example_inputs, plans, request)
+        joined: Dict[str, Tuple[str, torch.Tensor]] = {}  # tensors get_attr'd by the graph, bound like parameters
+        if plans[0].supported and options.fuse_linears is not False and self.features is None:
+            gm, static, bound, plans, joined = self._fuse(gm, example_inputs, static, bound, plans, request,
+                                                          layouts=None if options.fuse_linears else AUTO_LAYOUTS)
         if not plans[0].supported:
             if self.retries_specialized and (self.pieces.dynamic if in_pieces else has_symbolic_sizes(bound.graph)):
                 raise RetrySpecialized(plans[0].reason)  # optimize captures it again, sizes specialized
@@ -268,7 +277,7 @@ class Session:
             # An inlined graph is already a copy of its own.
             working = gm if gm is not captured else lazy_graph_module(gm, copy.deepcopy(gm.graph), "DBCacheGlue")
             build = lambda plan, inputs: self._rewrite_context(plan, inputs, options, in_pieces)  # noqa: E731
-            glue, glues, contexts = rewrite_nested(working, plans, static.by_placeholder, build)
+            glue, glues, contexts = rewrite_nested(working, plans, {**static.by_placeholder, **joined}, build)
             lowering = self._stage("lowering", lowering_passes(options))
             lctx = LoweringContext(
                 options=options,
@@ -296,6 +305,8 @@ class Session:
             record.activation_sources = [sources[i] for i in static.activation_indices]
         # CUDA graphs replay into static buffers shared by every call: one run at a time.
         record.call = _Serialized(glue, self.run_lock) if options.cuda_graphs else glue
+        if joined:  # the joined weights follow parameters given new storage (fuse_linears.py)
+            record.call = _Refreshed(record.call, weakref.ref(self.joined_weights))
         return record, self._runner(record, captured, static)
 
     def _shard(self, gm, captured, example_inputs, plans, request):
@@ -315,6 +326,44 @@ class Session:
         static = find_static_inputs(working, example_inputs)
         bound = bound_copy(working, static)
         return working, static, bound, (plans if working is gm else build_plans(bound.graph, request))
+
+    def _fuse(self, gm, example_inputs, static, bound, plans, request, layouts):
+        """Sibling Linears of each block joined (``passes/fuse_linears.py``), on a copy of the graph;
+        planned again after. Returns the graph, its static inputs, bound copy and plans, and the
+        joined weights (``get_attr`` tensors, bound inside the partitions like the parameters:
+        never glue inputs, torchao weights have no plain storage). Not with tensor parallelism
+        (its split reads the model's own parameters). A failure warns once and keeps the Linears
+        separate."""
+        working = lazy_graph_module(gm, copy.deepcopy(gm.graph), "FusedTransformer")
+        self.joined_weights.check()
+        ctx = FusionContext(block_of=self._block_map(gm, example_inputs, plans),
+                            params={name: t for name, (_, t) in static.by_placeholder.items()},
+                            weights=self.joined_weights, layouts=layouts)
+        try:
+            working = fuse_linears(working, ctx)
+            if not ctx.record.groups:
+                self.fusion_records.append(ctx.record)
+                return gm, static, bound, plans, {}
+            fused_static = find_static_inputs(working, example_inputs)
+            fused_bound = bound_copy(working, fused_static)
+            fused_plans = build_plans(fused_bound.graph, request)
+            if not fused_plans[0].supported:
+                raise ValueError(f"the joined graph does not plan: {fused_plans[0].reason}")
+        except Exception as exc:  # noqa: BLE001 - the Linears stay separate, loudly
+            log.debug("dit_fx fuse_linears failed", exc_info=True)
+            ctx.record.kept.append(((), f"the pass failed: {exc!r}"))
+            self.fusion_records.append(ctx.record)
+            _warn_once(f"dit_fx: fuse_linears failed ({exc!r}); the Linears stay separate")
+            return gm, static, bound, plans, {}
+        self.fusion_records.append(ctx.record)
+        joined = {a: (a, getattr(working, a)) for g in ctx.record.groups for a in g.attributes}
+        return working, fused_static, fused_bound, fused_plans, joined
+
+    def _block_map(self, gm, example_inputs, plans) -> Dict[str, str]:
+        """Node name -> block over the whole block stack (a plan may cache one list only)."""
+        full = build_plans(bound_copy(gm, find_static_inputs(gm, example_inputs)).graph,
+                           PlannerInput((ScopeRequest(None, 1, 0),)))[0]
+        return dict(full.block_map() if full.supported else plans[0].block_map())
 
     def _shard_sequence(self, gm, example_inputs, blocks, block_of):
         working = lazy_graph_module(gm, copy.deepcopy(gm.graph), "ShardedTransformer")
@@ -419,6 +468,19 @@ class Runner:
         out = record.call(*[args[i] for i in self.idx])
         _observed(record, out)
         return out
+
+
+class _Refreshed:
+    """A glue reading joined weights: ``JoinedWeights.refresh`` before each call (a pointer check)."""
+
+    def __init__(self, glue: Callable, joined: "weakref.ref"):
+        self.glue, self.joined = glue, joined
+
+    def __call__(self, *args):
+        joined = self.joined()
+        if joined is not None:
+            joined.refresh()
+        return self.glue(*args)
 
 
 class _Serialized:
