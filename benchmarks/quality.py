@@ -29,7 +29,9 @@ replaced by a pristine copy and the row says so):
   ``masks``: the ``dit_fx.steps_mask`` presets with the static policy; ``calibrated``:
   ``dit_fx.calibrate`` masks at ``--calibrated-steps`` computed steps (calibrated on the
   calibration set: other noise seeds, ``--cal-samples`` samples) and the uniform masks of the same
-  counts (``dit_fx.calibrate.uniform_mask``), static policy, F1B0.
+  counts (``dit_fx.calibrate.uniform_mask``), static policy, F1B0; ``forecast_masks``: no block
+  on cached steps (``fn_blocks=0``, static policy) on the schedules of the diffusers TaylorSeer
+  rows (``--warmup`` computed, then every ``interval``-th step), with FoCa and TaylorSeer order 1.
 - ``cache_dit`` / ``cache_dit_fnbn`` / ``cache_dit_calibrators`` / ``cache_dit_prune``: cache-dit
   (``cache_dit.enable_cache(transformer, cache_config=DBCacheConfig(Fn_compute_blocks=...,
   Bn_compute_blocks=..., residual_diff_threshold=...), calibrator_config=...)``) on the same
@@ -99,12 +101,13 @@ DEFAULT_OUT = os.path.join(RESULTS, "quality_h200_fashion.json")
 DEFAULT_DOC = os.path.join(REPO_ROOT, "docs", "quality.md")
 QUICK_OUT = os.path.join(tempfile.gettempdir(), "dit_fx_quality_quick.json")  # a smoke run: not a results file
 GROUPS = (  # in the order they run: the budget cuts the last ones first
-    "dit_fx", "cache_dit", "fbc", "magcache", "diffusers_taylorseer", "calibrated", "masks",
+    "dit_fx", "cache_dit", "fbc", "magcache", "diffusers_taylorseer", "forecast_masks", "calibrated", "masks",
     "dit_fx_fnbn", "calibrators", "cache_dit_calibrators", "prune", "cache_dit_fnbn", "cache_dit_prune", "compiled",
 )  # fmt: skip
-QUICK_GROUPS = ("dit_fx", "cache_dit", "fbc", "magcache", "diffusers_taylorseer", "calibrated", "masks",
+QUICK_GROUPS = ("dit_fx", "cache_dit", "fbc", "magcache", "diffusers_taylorseer", "forecast_masks", "calibrated", "masks",
                 "dit_fx_fnbn", "calibrators", "prune")  # fmt: skip
 FN_BN = ((1, 0), (1, 1), (2, 0), (2, 1))
+LITE_INTERVALS = (2, 3, 5)  # the diffusers TaylorSeer lite rows' cache intervals
 DEFAULT_TARGETS = (0.9, 0.75, 0.6, 0.45, 0.3)
 QUICK_THRESHOLDS = (0.08, 0.2)
 PSNR_GOALS = (35.0, 30.0)  # guidance lines: the largest threshold that keeps PSNR above each
@@ -851,8 +854,21 @@ class Bench:
                 for t in hi2:
                     self.run(cd(1, 0, t, calibrator=cal, curve=f"cache-dit F1B0 + {name}"))
 
+        def forecast_masks():
+            cals = [("FoCa", dit_fx.FoCaConfig()), ("TaylorSeer o1", dit_fx.TaylorSeerConfig(order=1))]
+            for interval in LITE_INTERVALS if not a.quick else LITE_INTERVALS[1:2]:
+                mask = [1 if i < a.warmup or (i - a.warmup) % interval == 0 else 0 for i in range(S)]
+                for name, cal in cals if not a.quick else cals[:1]:
+                    cfg = dit_fx.DBCacheConfig(fn_blocks=0, bn_blocks=0, steps_computation_mask=mask,
+                                               steps_computation_policy="static", max_warmup_steps=a.warmup,
+                                               num_inference_steps=S, enable_separate_cfg=False, calibrator=cal)
+                    self.run(DitFx(f"dit_fx F0B0 mask + {name}", f"interval {interval} ({sum(mask)}/{S})",
+                                   dict(interval=interval, calibrator=name, mask=mask), cfg, S, mask=mask),
+                             extra=dict(mask=mask))
+
         groups = dict(
             dit_fx=lambda: [self.run(dit(1, 0, t)) for t in thr],
+            forecast_masks=forecast_masks,
             cache_dit=lambda: [self.run(cd(1, 0, t)) for t in thr],
             fbc=fbc,
             magcache=self.magcache_rows,

@@ -97,6 +97,11 @@ class DBCacheConfig:
     drift at the cost of running those blocks on every step.
 
     fn_blocks: blocks always computed at the front; their residual is the change detector (>= 1).
+        0 is allowed with ``steps_computation_policy="static"`` and a mask (the mask decides, so
+        no detector is needed): cached steps then run no block at all, reusing (or, with a
+        calibrator, forecasting) the whole block stack's residual, like diffusers' TaylorSeer
+        "lite" (cache-dit refuses Fn=0). On the shipped trained model (``tests/test_quality.py``)
+        F0B0 + FoCa beat TaylorSeer lite on its own schedule.
     bn_blocks: blocks always computed at the back (>= 0).
     residual_diff_threshold: cache a step iff mean|ref - cur| / mean|ref| < this; <= 0 never caches.
     max_warmup_steps / warmup_interval: steps in ``range(0, max_warmup_steps, warmup_interval)``
@@ -147,7 +152,7 @@ class DBCacheConfig:
     force_refresh_step_policy: str = "once"
 
     def __post_init__(self) -> None:
-        _check_int("fn_blocks", self.fn_blocks, 1)
+        _check_int("fn_blocks", self.fn_blocks, 0)
         _check_int("bn_blocks", self.bn_blocks, 0)
         _check_number("residual_diff_threshold", self.residual_diff_threshold)
         _check_int("max_warmup_steps", self.max_warmup_steps, 0)
@@ -170,6 +175,10 @@ class DBCacheConfig:
                 f"DBCacheConfig.calibrator must be None, TaylorSeerConfig or FoCaConfig, got {self.calibrator!r}"
             )
         self._check_steps_mask()
+        if self.fn_blocks == 0 and (self.steps_computation_policy != "static" or self.steps_computation_mask is None
+                                    or self.algorithm != "dbcache"):
+            raise ValueError("DBCacheConfig.fn_blocks must be >= 1 unless steps_computation_policy='static' with a "
+                             "steps_computation_mask (Fn=0 has no residual to decide on: the mask decides; DBCache only)")
         if self.force_refresh_step_hint is not None:
             _check_int("force_refresh_step_hint", self.force_refresh_step_hint, 1)
         if self.force_refresh_step_policy not in REFRESH_POLICIES:
