@@ -177,11 +177,11 @@ def gram_matrix(generations: Sequence[Sequence[Tuple[Optional[float], torch.Tens
     m = torch.zeros(n, n, dtype=torch.float64)
     for gen in generations:
         v = torch.stack([out.reshape(-1) for _, out in gen])
-        acc = torch.zeros(n, n, dtype=torch.float64)
+        acc = torch.zeros(n, n, dtype=torch.float64, device=v.device)  # on the outputs' device (CUDA)
         for chunk in v.split(1 << 20, dim=1):  # bounded float64 copies for large outputs
             c = chunk.double()
             acc += c @ c.T
-        m += acc / v.shape[1]
+        m += acc.cpu() / v.shape[1]
     return (m / len(generations)).tolist()
 
 
