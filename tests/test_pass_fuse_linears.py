@@ -215,3 +215,22 @@ def test_auto_joins_plain_weights_never(tiny):
     assert len(ctx.record.groups) == 1
     expected = block(inp)
     assert torch.allclose(fused(inp, *values.values()), expected)
+
+
+def test_a_dropped_model_frees_its_joined_weights(tiny):
+    import gc
+    import weakref
+
+    spec = tiny("flux")
+
+    def cycle():
+        model = spec.build()
+        dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0), fuse_linears=True)
+        run_steps(model, make_trajectory("flux", 2))
+        joined = next(iter(_session(model).joined_weights.joined.values())).tensor
+        return weakref.ref(model), weakref.ref(model.transformer_blocks[0].attn.to_q.weight), weakref.ref(joined)
+
+    refs = cycle()
+    gc.collect()
+    gc.collect()
+    assert all(r() is None for r in refs), [r() is None for r in refs]
