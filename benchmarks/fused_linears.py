@@ -87,6 +87,29 @@ class Fused(nn.Module):
         return list(self.lin(x).split(self.sizes, dim=-1))
 
 
+def compare(a, b, dtype, args, iters):
+    """Separate ``a`` vs joined ``b`` (fp8: both quantized), compiled, timed in 3 interleaved rounds:
+    (row, compiled a)."""
+    if dtype == "fp8":
+        fp8(a)
+        fp8(b)
+    fa = torch.compile(a, fullgraph=True)
+    fb = torch.compile(b, fullgraph=True)
+    with torch.no_grad():
+        ya, yb = fa(*args), fb(*args)
+        ya = ya if isinstance(ya, (tuple, list)) else (ya,)
+        yb = yb if isinstance(yb, (tuple, list)) else (yb,)
+        diff = max((x.float() - y.float()).abs().max().item() for x, y in zip(ya, yb))
+        ts, tf = [], []
+        for _ in range(3):  # interleaved
+            ts.append(bench(fa, *args, iters=iters))
+            tf.append(bench(fb, *args, iters=iters))
+    ts.sort()
+    tf.sort()
+    return dict(separate_ms=round(ts[1], 4), fused_ms=round(tf[1], 4), ratio=round(tf[1] / ts[1], 4),
+                max_abs_diff=diff), fa
+
+
 LINEAR_CASES = {
     "wan_qkv": (7800, 5120, [5120] * 3),
     "wan_cross_kv": (512, 5120, [5120] * 2),
@@ -108,24 +131,7 @@ def linears(dev, res):
         scale = torch.randn(1, 1, k, device=dev, dtype=torch.bfloat16) * 0.1
         row = {}
         for dtype in ("bf16", "fp8"):
-            a = copy.deepcopy(sep)
-            b = Fused(copy.deepcopy(sep))
-            if dtype == "fp8":
-                fp8(a)
-                fp8(b)
-            fa = torch.compile(a, fullgraph=True)
-            fb = torch.compile(b, fullgraph=True)
-            with torch.no_grad():
-                ya, yb = fa(h, shift, scale), fb(h, shift, scale)
-                diff = max((x.float() - y.float()).abs().max().item() for x, y in zip(ya, yb))
-                ts, tf = [], []
-                for _ in range(3):  # interleaved
-                    ts.append(bench(fa, h, shift, scale))
-                    tf.append(bench(fb, h, shift, scale))
-            ts.sort()
-            tf.sort()
-            row[dtype] = dict(separate_ms=round(ts[1], 4), fused_ms=round(tf[1], 4), ratio=round(tf[1] / ts[1], 4),
-                              max_abs_diff=diff)
+            row[dtype], _ = compare(copy.deepcopy(sep), Fused(copy.deepcopy(sep)), dtype, (h, shift, scale), iters=30)
             log(f"linears {name} {dtype}: {row[dtype]}")
             torch._dynamo.reset()
         out[name] = row
@@ -167,32 +173,14 @@ def blocks(dev, res):
             p.data.mul_(0.5)
         row = {}
         for dtype in ("bf16", "fp8"):
-            a = copy.deepcopy(blk)
             b = copy.deepcopy(blk)
             fuse(b)
-            if dtype == "fp8":
-                fp8(a)
-                fp8(b)
-            fa = torch.compile(a, fullgraph=True)
-            fb = torch.compile(b, fullgraph=True)
-            with torch.no_grad():
-                ya, yb = fa(*args), fb(*args)
-                ya = ya if isinstance(ya, tuple) else (ya,)
-                yb = yb if isinstance(yb, tuple) else (yb,)
-                diff = max((x.float() - y.float()).abs().max().item() for x, y in zip(ya, yb))
-                ts, tf = [], []
-                for _ in range(3):
-                    ts.append(bench(fa, *args, iters=10))
-                    tf.append(bench(fb, *args, iters=10))
-            ts.sort()
-            tf.sort()
-            row[dtype] = dict(separate_ms=round(ts[1], 4), fused_ms=round(tf[1], 4), ratio=round(tf[1] / ts[1], 4),
-                              max_abs_diff=diff)
+            row[dtype], fa = compare(copy.deepcopy(blk), b, dtype, args, iters=10)
             log(f"block {name} {dtype}: {row[dtype]}")
             if dtype == "fp8":
                 row["fp8_profile"] = profile(fa, args)
                 log(f"block {name} fp8 profile: {row['fp8_profile']}")
-            del a, b, fa, fb
+            del b, fa
             torch._dynamo.reset()
         out[name] = row
         del blk
