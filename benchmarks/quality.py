@@ -31,7 +31,8 @@ replaced by a pristine copy and the row says so):
   calibration set: other noise seeds, ``--cal-samples`` samples) and the uniform masks of the same
   counts (``dit_fx.calibrate.uniform_mask``), static policy, F1B0; ``forecast_masks``: no block
   on cached steps (``fn_blocks=0``, static policy) on the schedules of the diffusers TaylorSeer
-  rows (``--warmup`` computed, then every ``interval``-th step), with FoCa and TaylorSeer order 1.
+  rows (``lite_schedule``), with FoCa on the block stack's residual, FoCa on the outputs, and
+  TaylorSeer order 1 on the outputs (which is diffusers' TaylorSeer lite: ``tests/test_fn_zero.py``).
 - ``cache_dit`` / ``cache_dit_fnbn`` / ``cache_dit_calibrators`` / ``cache_dit_prune``: cache-dit
   (``cache_dit.enable_cache(transformer, cache_config=DBCacheConfig(Fn_compute_blocks=...,
   Bn_compute_blocks=..., residual_diff_threshold=...), calibrator_config=...)``) on the same
@@ -201,6 +202,12 @@ def leading_ones(mask: Sequence[int]) -> int:
     while n < len(mask) and mask[n]:
         n += 1
     return max(n, 1)
+
+
+def lite_schedule(steps: int, warmup: int, interval: int) -> List[int]:
+    """diffusers' TaylorSeer schedule as a steps mask: steps < ``warmup`` compute, then the steps
+    with ``(step - warmup - 1) % interval == 0`` (its ``_measure_should_compute``)."""
+    return [1 if i < warmup or (i - warmup - 1) % interval == 0 else 0 for i in range(steps)]
 
 
 def uniform_mask(steps: int, computed: int, warmup: int = 1) -> List[int]:
@@ -855,9 +862,10 @@ class Bench:
                     self.run(cd(1, 0, t, calibrator=cal, curve=f"cache-dit F1B0 + {name}"))
 
         def forecast_masks():
-            cals = [("FoCa", dit_fx.FoCaConfig()), ("TaylorSeer o1", dit_fx.TaylorSeerConfig(order=1))]
+            cals = [("FoCa", dit_fx.FoCaConfig()), ("FoCa on the output", dit_fx.FoCaConfig(cache_type="output")),
+                    ("TaylorSeer o1 on the output", dit_fx.TaylorSeerConfig(order=1, cache_type="output"))]
             for interval in LITE_INTERVALS if not a.quick else LITE_INTERVALS[1:2]:
-                mask = [1 if i < a.warmup or (i - a.warmup) % interval == 0 else 0 for i in range(S)]
+                mask = lite_schedule(S, a.warmup, interval)
                 for name, cal in cals if not a.quick else cals[:1]:
                     cfg = dit_fx.DBCacheConfig(fn_blocks=0, bn_blocks=0, steps_computation_mask=mask,
                                                steps_computation_policy="static", max_warmup_steps=a.warmup,

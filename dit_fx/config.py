@@ -26,7 +26,7 @@ def _check_number(name: str, value: Any) -> None:
         raise ValueError(f"DBCacheConfig.{name} must be a number, got nan (every comparison with nan is False)")
 
 
-CACHE_TYPES = ("residual", "hidden_states")
+CACHE_TYPES = ("residual", "hidden_states", "output")
 
 
 def _check_cache_type(owner: str, value: Any) -> None:
@@ -42,7 +42,10 @@ class TaylorSeerConfig:
     steps since the last computed step); a cached step predicts ``sum_i d_i * elapsed^i / i!``.
     Trade-off: higher ``order`` follows curved trajectories better but amplifies noise; order 1-2
     is the useful range. ``cache_type="hidden_states"`` forecasts the middle's output itself
-    instead of its residual. Works with ``bn_blocks=0`` (the reference's recommendation).
+    instead of its residual; ``cache_type="output"`` forecasts what the transformer returns (its
+    prediction, smooth in time, like diffusers' TaylorSeer "lite"): a cached step reuses the
+    middle's residual as usual, runs the output layers, and returns the forecast instead. Works
+    with ``bn_blocks=0`` (the reference's recommendation).
     """
 
     order: int = 1

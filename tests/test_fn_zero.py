@@ -106,3 +106,36 @@ def test_fn_zero_needs_a_static_mask():
     with pytest.raises(ValueError, match="fn_blocks"):
         dit_fx.DBPruneConfig(fn_blocks=0, steps_computation_mask=MASK, steps_computation_policy="static")
     assert _config(MASK).fn_blocks == 0
+
+
+def lite_mask(steps: int, warmup: int, interval: int):
+    """diffusers' TaylorSeer schedule: steps < warmup compute, then every ``interval``-th step from
+    ``warmup + 1`` on (its ``(step - warmup - 1) % interval == 0``)."""
+    return [1 if i < warmup or (i - warmup - 1) % interval == 0 else 0 for i in range(steps)]
+
+
+@pytest.mark.parametrize("interval", [2, 3])
+def test_output_forecast_equals_diffusers_taylorseer_lite(tiny, interval):
+    """fn_blocks=0 + TaylorSeer order 1 on the outputs (``cache_type="output"``) is diffusers'
+    TaylorSeer lite: the same outputs on its own schedule (the reference run on the same model)."""
+    from diffusers import TaylorSeerCacheConfig
+
+    spec = tiny("flux")
+    steps = make_trajectory("flux", 12)
+    warmup = 3
+    reference = spec.build()
+    reference.enable_cache(TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=warmup, max_order=1,
+                                                 taylor_factors_dtype=torch.float32, use_lite_mode=True))
+    with reference.cache_context("cond"):
+        expected = run_steps(reference, steps)
+    mask = lite_mask(len(steps), warmup, interval)
+    model = spec.build()
+    dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=0, bn_blocks=0, max_warmup_steps=warmup, steps_computation_mask=mask,
+                                                steps_computation_policy="static",
+                                                calibrator=dit_fx.TaylorSeerConfig(order=1, cache_type="output")))
+    got = run_steps(model, steps)
+    assert dit_fx.summary(model).cached_steps == [i for i, m in enumerate(mask) if not m]
+    for step, (a, b) in enumerate(zip(got, expected)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), f"step {step}: {(a - b).abs().max():.3g}"
+    plain = run_steps(spec.build(), steps)
+    assert not torch.allclose(got[-1], plain[-1], atol=1e-4), "the last step is a forecast"

@@ -19,8 +19,9 @@ from typing import Dict, List, Tuple
 
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 
-from ..runtime import call_timestep, dbcache_decide, dbcache_middle, dbcache_read_timestep
+from ..runtime import call_timestep, dbcache_decide, dbcache_middle, dbcache_outputs, dbcache_read_timestep
 from .manager import RewriteContext
 
 
@@ -112,4 +113,25 @@ def insert_dbcache_glue(gm: fx.GraphModule, ctx: RewriteContext) -> fx.GraphModu
         if out_node is not body_call:
             graph.erase_node(out_node)
     graph.erase_node(body_call)
+    calibrator = ctx.config.calibrator
+    if calibrator is not None and calibrator.cache_type == "output":
+        _forecast_outputs(graph, output, cache, plan)
     return gm
+
+
+def _forecast_outputs(graph: fx.Graph, output: fx.Node, cache: fx.Node, plan) -> None:
+    """``cache_type="output"``: the graph's outputs go through
+    ``dbcache_outputs`` (forecast on cached steps) before they are returned."""
+    if not plan.leads:
+        raise ValueError("calibrator cache_type='output' forecasts the transformer's outputs: give it to the "
+                         "leading block list's config (or one config for all lists)")
+    flat, spec = pytree.tree_flatten(output.args[0])
+    picked = [i for i, n in enumerate(flat) if isinstance(n, fx.Node)]  # the runtime forecasts the float tensors
+    if not picked:
+        raise ValueError("calibrator cache_type='output': the captured graph returns no tensor")
+    with graph.inserting_before(output):
+        forecast = graph.call_function(dbcache_outputs, (cache, tuple(flat[i] for i in picked)))
+        forecast.name = "outputs"
+        for k, i in enumerate(picked):
+            flat[i] = graph.call_function(operator.getitem, (forecast, k))
+    output.args = (pytree.tree_unflatten(flat, spec),)

@@ -1,7 +1,8 @@
 """State the rewritten graph calls into on every step. Imports nothing from the compile side."""
 
 from .context import CacheContext, CacheStats, relative_l1
-from .glue_ops import CALL_TIMESTEP, call_timestep, dbcache_decide, dbcache_middle, dbcache_read_timestep, dbprune_begin, dbprune_block
+from .glue_ops import (CALL_TIMESTEP, call_timestep, dbcache_decide, dbcache_middle, dbcache_outputs, dbcache_read_timestep,
+                       dbprune_begin, dbprune_block)
 from .host import LOCAL, HostReads
 from .prune import PruneContext, PruneStats
 from .state import GenerationState, StateSlot
@@ -22,6 +23,7 @@ __all__ = [
     "call_timestep",
     "dbcache_decide",
     "dbcache_middle",
+    "dbcache_outputs",
     "dbcache_read_timestep",
     "dbprune_begin",
     "dbprune_block",

@@ -26,8 +26,8 @@ class TaylorSeer:
     quadratic one with error ``c * window * elapsed`` (its second difference is exact).
     """
 
-    def __init__(self, order: int):
-        self.order = order
+    def __init__(self, order: int, min_age: int = TAYLOR_MIN_AGE):
+        self.order, self.min_age = order, min_age
         self.ladder: List[torch.Tensor] = []
         self.last_step: Optional[int] = None
         self.first_step: Optional[int] = None
@@ -36,7 +36,7 @@ class TaylorSeer:
         if self.first_step is None:
             self.first_step = step
         ladder = [value]
-        if self.ladder and step - self.first_step >= TAYLOR_MIN_AGE:
+        if self.ladder and step - self.first_step >= self.min_age:
             window = step - self.last_step
             for i in range(min(self.order, len(self.ladder))):
                 ladder.append((ladder[i] - self.ladder[i]) / window)
@@ -96,4 +96,8 @@ class FoCa:
 
 def make_calibrator(config) -> object:
     """A fresh per-stream state for a ``TaylorSeerConfig`` / ``FoCaConfig`` (duck-typed by field)."""
-    return TaylorSeer(config.order) if hasattr(config, "order") else FoCa()
+    if not hasattr(config, "order"):
+        return FoCa()
+    # The outputs' forecast follows diffusers' TaylorSeer (differences from the second update on);
+    # the middle's follows cache-dit's (TAYLOR_MIN_AGE).
+    return TaylorSeer(config.order, min_age=1 if config.cache_type == "output" else TAYLOR_MIN_AGE)

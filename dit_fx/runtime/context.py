@@ -10,7 +10,7 @@ host read of a decision goes through its ``HostReads`` (``host.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -62,6 +62,7 @@ class Branch:
         # Per middle stream: the stored residual (or, with a calibrator, the value it was fed).
         self.middle_residuals: Optional[Tuple[torch.Tensor, ...]] = None
         self.calibrators: Optional[List[object]] = None  # one per middle stream
+        self.output_calibrators: Optional[List[object]] = None  # cache_type="output": one per output
         self.continuous_cached = 0
         self.accumulated_diff = 0.0
         self.stats = BranchStats()
@@ -264,8 +265,12 @@ class CacheContext(torch.nn.Module):
         step = state.tracker.step
         branch = scope.branches[state.tracker.branch]
         calibrator = self.config.calibrator
+        if calibrator is not None and calibrator.cache_type == "output":
+            calibrator = None  # the middle is reused plainly; ``finish_outputs`` forecasts the outputs
         hidden_type = calibrator is not None and calibrator.cache_type == "hidden_states"
+        scope.middle_reused = False
         if reuse and all(b.shape == r.shape for b, r in zip(stream_bases, branch.middle_residuals)):
+            scope.middle_reused = True
             branch.stats.cached_steps.append(step)
             branch.continuous_cached += 1
             if calibrator is None:
@@ -301,6 +306,28 @@ class CacheContext(torch.nn.Module):
             for c, value in zip(branch.calibrators, stored):
                 c.update(step, value)
         return outs
+
+    def finish_outputs(self, outputs: Sequence[Any]) -> Tuple[Any, ...]:
+        """``cache_type="output"``: on a step whose middle was rebuilt, the forecast of each
+        floating-point tensor output; on a computed step the outputs themselves, fed to the
+        calibrators. Other outputs pass through."""
+        state, scope = self._state()
+        step = state.tracker.step
+        branch = scope.branches[state.tracker.branch]
+        idx = [i for i, o in enumerate(outputs) if isinstance(o, torch.Tensor) and o.is_floating_point()]
+        cals = branch.output_calibrators
+        if scope.middle_reused and cals is not None and len(cals) == len(idx):
+            forecasts = [c.predict(step) for c in cals]
+            if all(f.shape == outputs[i].shape for f, i in zip(forecasts, idx)):
+                out = list(outputs)
+                for f, i in zip(forecasts, idx):
+                    out[i] = f.to(outputs[i].dtype)
+                return tuple(out)
+        if cals is None or len(cals) != len(idx):
+            cals = branch.output_calibrators = [make_calibrator(self.config.calibrator) for _ in idx]
+        for c, i in zip(cals, idx):  # CUDA-graph outputs are overwritten by the next replay
+            c.update(step, kept(outputs[i].clone() if self.outputs_are_reused else outputs[i]))
+        return tuple(outputs)
 
     # -- stats -------------------------------------------------------------------------------
     @property

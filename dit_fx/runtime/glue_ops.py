@@ -53,6 +53,12 @@ def dbcache_middle(
 
 
 @has_side_effect
+def dbcache_outputs(cache: CacheContext, outputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+    """``cache_type="output"``: the forecast outputs on a cached step, else the outputs (recorded)."""
+    return cache.finish_outputs(outputs)
+
+
+@has_side_effect
 def dbprune_begin(cache, hidden: torch.Tensor, timestep: Optional[torch.Tensor] = None) -> None:
     """Place this call (step, CFG branch, generation) before the guarded middle blocks run."""
     cache.begin(hidden, timestep)

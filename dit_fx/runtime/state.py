@@ -29,7 +29,7 @@ class ScopeState:
     """What one cache context (``scope``: a block list, or None for all lists joined) keeps for
     one generation state: branch buffers by CFG branch, and this call's pending Fn residual."""
 
-    __slots__ = ("branches", "generation", "pending", "body_outputs")
+    __slots__ = ("branches", "generation", "pending", "body_outputs", "middle_reused")
 
     def __init__(self) -> None:
         self.branches: Dict[str, Any] = {}
@@ -38,6 +38,7 @@ class ScopeState:
         # With reused outputs (CUDA graphs): the body's static output buffers a cached step
         # writes ``base + residual`` into, so the tail's graph reads them in place.
         self.body_outputs: tuple = ()
+        self.middle_reused = False  # this call's middle was rebuilt (read by ``finish_outputs``)
 
     def clear(self, generation: int) -> None:
         self.branches, self.generation, self.body_outputs = {}, generation, ()
