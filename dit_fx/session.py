@@ -39,7 +39,7 @@ from .frontend.pieces import PASSTHROUGH, Pieces, RetrySpecialized, has_symbolic
 from .fx_utils import lazy_graph_module
 from .lowering import Lowerer
 from .options import CompileOptions
-from .passes.fuse_linears import AUTO_LAYOUTS, FusionContext, JoinedWeights, fuse_linears
+from .passes.fuse_linears import AUTO_LAYOUTS, FusionContext, JoinedWeights, fuse_linears, layout_of
 from .passes.shard_features import FeatureContext, shard_features
 from .passes.shard_sequence import ShardContext, ShardRefused, shard_sequence
 from .passes import LoweringContext, PassList, PassTiming, RewriteContext, lowering_passes, rewrite_nested
@@ -334,6 +334,9 @@ class Session:
         never glue inputs, torchao weights have no plain storage). Not with tensor parallelism
         (its split reads the model's own parameters). A failure warns once and keeps the Linears
         separate."""
+        if layouts is not None and not any(getattr(layout_of(t), "name", None) in layouts
+                                           for _, t in static.by_placeholder.values()):
+            return gm, static, bound, plans, {}  # no weight of a layout the default joins: skip the planning
         working = lazy_graph_module(gm, copy.deepcopy(gm.graph), "FusedTransformer")
         self.joined_weights.check()
         ctx = FusionContext(block_of=self._block_map(gm, example_inputs, plans),

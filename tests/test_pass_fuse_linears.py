@@ -234,3 +234,27 @@ def test_a_dropped_model_frees_its_joined_weights(tiny):
     gc.collect()
     gc.collect()
     assert all(r() is None for r in refs), [r() is None for r in refs]
+
+
+def test_auto_joins_fp8_row_wise_weights_and_skips_plain_models(tiny, monkeypatch):
+    """``fuse_linears=None`` as a CUDA capture resolves it (None = auto), emulated on the CPU: a
+    plain model is not even analysed (no record), fp8 row-wise weights are joined."""
+    import dataclasses
+
+    pytest.importorskip("torchao")
+    resolved = CompileOptions.resolved
+    monkeypatch.setattr(CompileOptions, "resolved", lambda self, d: dataclasses.replace(resolved(self, d), fuse_linears=None))
+    spec = tiny("flux")
+    plain = spec.build()
+    dit_fx.optimize(plain, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0))
+    run_steps(plain, make_trajectory("flux", 2))
+    assert dit_fx.inspect(plain).captures[-1].options.fuse_linears is None
+    assert dit_fx.inspect(plain).fused_linears is None
+    fp8 = spec.build().to(torch.bfloat16)
+    steps = [{k: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in s.items()}
+             for s in make_trajectory("flux", 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dit_fx.optimize(fp8, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0), quantize="fp8_weight_only")
+        run_steps(fp8, steps)
+    assert dit_fx.inspect(fp8).fused_linears.fused_linears == 24
