@@ -91,6 +91,7 @@ def job(rank: int, world: int, port: int, out_dir: str, parallel: dict, jobs) ->
                 columns=[c for c, _ in features.columns] if features else [], rows=list(features.rows) if features else [],
                 kept=list(features.kept) if features else [], features_reason=features.reason if features else None,
                 supported=plan.supported, compiles=dit_fx.inspect(model).regions.compiles,
+                fused=getattr(dit_fx.inspect(model).fused_linears, "fused_linears", 0),
                 warnings=[str(w.message) for w in caught if "dit_fx" in str(w.message)],
             )
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))

@@ -24,12 +24,15 @@ def _check(ranks, key):
 @pytest.mark.timeout(600)
 def test_ulysses_over_two_ranks_equals_one_process_for_every_family(tmp_path):
     jobs = [(s, n, 0.0) for s, n in EXACT] + [("models", n, t) for n, t in CACHED.items()]
+    jobs += [("models", n, t, {"fuse_linears": True}) for n, t in CACHED.items()]  # joined Linears on the token shards
     ranks = _spawn(tmp_path, 2, dict(ulysses=2), jobs)
     for _, name in EXACT:
         _check(ranks, (name, 0.0))
     for name, threshold in CACHED.items():
         assert ranks[0][(name, threshold)]["expected_cached"], f"{name}: the threshold must cache some steps"
         _check(ranks, (name, threshold))
+        _check(ranks, (name, threshold, "fuse_linears"))
+        assert all(r[(name, threshold, "fuse_linears")]["fused"] == {"flux": 24, "wan": 15}[name] for r in ranks)
     # The dump shows the shard, the collectives and the gather.
     text = open(tmp_path / "dump" / "capture_0" / "captured_graph.py").read()
     for op in ("shard_tokens", "sequence_attention", "gather_tokens"):
