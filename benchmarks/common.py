@@ -97,29 +97,38 @@ FLUX_BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
 PIXART_BLOCK_LISTS = ("transformer_blocks",)
 
 
-def build_flux(cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
-    """A ``FluxTransformer2DModel`` built directly on ``device`` in ``dtype`` (no fp32 CPU copy of
-    12 B parameters), eval mode, no grad, every parameter scaled by 0.5."""
-    from diffusers import FluxTransformer2DModel
-
+def build_on_device(cls, cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0,
+                    cast_buffers: bool = True) -> nn.Module:
+    """``cls(**cfg)`` built directly on ``device`` with ``dtype`` parameters (no fp32 CPU copy of
+    billions of parameters), eval mode, no grad, every parameter scaled by 0.5. ``cast_buffers``
+    False keeps buffers as built (Wan's RoPE tables, computed in float64 at construction, stay fp32)."""
     torch.manual_seed(seed)
     prev = torch.get_default_dtype()
     try:
         try:
             torch.set_default_dtype(dtype)
         except (TypeError, RuntimeError) as e:
-            # fallback: fp32 on the device (48 GB for 12B), converted parameter by parameter below
+            # fallback: fp32 on the device, converted parameter by parameter below
             log(f"set_default_dtype({dtype}) failed ({e}); building in {prev} and casting")
         with torch.device(device):
-            model = FluxTransformer2DModel(**cfg)
+            model = cls(**cfg)
     finally:
         torch.set_default_dtype(prev)
-    model.to(device=device, dtype=dtype)  # no-op unless something ignored the default dtype
+    model.to(device=device, dtype=dtype) if cast_buffers else model.to(device)
     model.eval().requires_grad_(False)
     with torch.no_grad():
         for p in model.parameters():
+            if p.dtype != dtype:  # no-op unless something ignored the default dtype
+                p.data = p.data.to(dtype)
             p.mul_(0.5)
     return model
+
+
+def build_flux(cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
+    """A ``FluxTransformer2DModel`` built by ``build_on_device``."""
+    from diffusers import FluxTransformer2DModel
+
+    return build_on_device(FluxTransformer2DModel, cfg, device, dtype, seed)
 
 
 def build_pixart(cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:

@@ -135,6 +135,7 @@ from common import (  # noqa: E402  (also puts the repository root on sys.path)
     RESULTS,
     TINY_FLUX_CONFIG,
     Timer,
+    build_on_device,
     all_blocks,
     build_flux,
     environment,
@@ -349,30 +350,11 @@ def dynamo_graphs() -> int:
 
 
 def build_wan(cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
-    """A ``WanTransformer3DModel`` built like ``common.build_flux``: directly on ``device`` with
-    ``dtype`` parameters (no fp32 CPU copy of 14 B parameters), eval mode, no grad, every parameter
-    scaled by 0.5. The RoPE tables (buffers, computed in float64 at construction) stay fp32."""
+    """A ``WanTransformer3DModel`` built like ``common.build_flux`` (``common.build_on_device``),
+    its RoPE tables (buffers, computed in float64 at construction) left fp32."""
     from diffusers import WanTransformer3DModel
 
-    torch.manual_seed(seed)
-    prev = torch.get_default_dtype()
-    try:
-        try:
-            torch.set_default_dtype(dtype)
-        except (TypeError, RuntimeError) as e:
-            log(f"set_default_dtype({dtype}) failed ({e}); building in {prev} and casting")
-        with torch.device(device):
-            model = WanTransformer3DModel(**cfg)
-    finally:
-        torch.set_default_dtype(prev)
-    model.to(device)  # no-op (built on the device); not .to(dtype), which would cast the RoPE tables
-    model.eval().requires_grad_(False)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dtype != dtype:  # no-op unless something ignored the default dtype
-                p.data = p.data.to(dtype)
-            p.mul_(0.5)
-    return model
+    return build_on_device(WanTransformer3DModel, cfg, device, dtype, seed, cast_buffers=False)
 
 
 def wan_shape(cfg: Dict[str, Any], height: int, width: int, frames: int) -> Dict[str, Any]:

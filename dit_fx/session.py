@@ -363,7 +363,10 @@ class Session:
         return working, fused_static, fused_bound, fused_plans, joined
 
     def _block_map(self, gm, example_inputs, plans) -> Dict[str, str]:
-        """Node name -> block over the whole block stack (a plan may cache one list only)."""
+        """Node name -> block over the whole block stack (a plan may cache one list only: then
+        the whole stack is planned once more)."""
+        if len(plans) == 1 and plans[0].scope is None and plans[0].supported:
+            return dict(plans[0].block_map())
         full = build_plans(bound_copy(gm, find_static_inputs(gm, example_inputs)).graph,
                            PlannerInput((ScopeRequest(None, 1, 0),)))[0]
         return dict(full.block_map() if full.supported else plans[0].block_map())

@@ -43,3 +43,9 @@ def run_steps(model, inputs_per_step) -> List[torch.Tensor]:
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def lite_schedule(steps: int, warmup: int, interval: int) -> List[int]:
+    """diffusers' TaylorSeer schedule as a steps mask: steps < ``warmup`` compute, then the steps
+    with ``(step - warmup - 1) % interval == 0`` (its ``_measure_should_compute``)."""
+    return [1 if i < warmup or (i - warmup - 1) % interval == 0 else 0 for i in range(steps)]

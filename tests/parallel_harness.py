@@ -2,6 +2,7 @@
 parallelism tests (``test_parallel_sequence.py``, ``test_parallel_tensor.py``). One spawn per
 world size runs every model, to keep the suite short."""
 
+import contextlib
 import os
 import socket
 import sys
@@ -16,6 +17,17 @@ STEPS = 3
 # Models every rank runs (source, name, threshold): threshold 0 computes every step; a threshold
 # between the tiny models' step-to-step diffs caches some (random weights).
 CACHED = {"flux": 1.28, "wan": 1.0}
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int):
+    """This process as rank ``rank`` of a gloo group of ``world`` on 127.0.0.1:``port``, torn down after."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def free_port() -> int:
@@ -58,9 +70,7 @@ def _run(model, steps):
 
 def job(rank: int, world: int, port: int, out_dir: str, parallel: dict, jobs) -> None:
     sys.path.insert(0, HERE)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         import dit_fx
         from dit_fx.api import session_for
 
@@ -95,8 +105,6 @@ def job(rank: int, world: int, port: int, out_dir: str, parallel: dict, jobs) ->
                 warnings=[str(w.message) for w in caught if "dit_fx" in str(w.message)],
             )
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 def spawn(tmp_path, world: int, parallel: dict, jobs):

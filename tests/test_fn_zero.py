@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import dit_fx
-from helpers import run_steps
+from helpers import lite_schedule, run_steps
 from tiny_models import make_trajectory, output_tensor
 
 MASK = [1, 1, 0, 1, 0, 0, 1, 0]
@@ -108,12 +108,6 @@ def test_fn_zero_needs_a_static_mask():
     assert _config(MASK).fn_blocks == 0
 
 
-def lite_mask(steps: int, warmup: int, interval: int):
-    """diffusers' TaylorSeer schedule: steps < warmup compute, then every ``interval``-th step from
-    ``warmup + 1`` on (its ``(step - warmup - 1) % interval == 0``)."""
-    return [1 if i < warmup or (i - warmup - 1) % interval == 0 else 0 for i in range(steps)]
-
-
 @pytest.mark.parametrize("interval", [2, 3])
 def test_output_forecast_equals_diffusers_taylorseer_lite(tiny, interval):
     """fn_blocks=0 + TaylorSeer order 1 on the outputs (``cache_type="output"``) is diffusers'
@@ -128,7 +122,7 @@ def test_output_forecast_equals_diffusers_taylorseer_lite(tiny, interval):
                                                  taylor_factors_dtype=torch.float32, use_lite_mode=True))
     with reference.cache_context("cond"):
         expected = run_steps(reference, steps)
-    mask = lite_mask(len(steps), warmup, interval)
+    mask = lite_schedule(len(steps), warmup, interval)
     model = spec.build()
     dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=0, bn_blocks=0, max_warmup_steps=warmup, steps_computation_mask=mask,
                                                 steps_computation_policy="static",
@@ -139,3 +133,29 @@ def test_output_forecast_equals_diffusers_taylorseer_lite(tiny, interval):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), f"step {step}: {(a - b).abs().max():.3g}"
     plain = run_steps(spec.build(), steps)
     assert not torch.allclose(got[-1], plain[-1], atol=1e-4), "the last step is a forecast"
+
+
+def test_output_forecast_in_a_wan_pipeline_equals_diffusers_lite():
+    """A WanPipeline (cond and uncond calls per step, each its own branch): the same frames as
+    diffusers' TaylorSeer lite on the same pipeline, and not the uncached frames."""
+    from diffusers import TaylorSeerCacheConfig
+    from tiny_pipelines import build_wan, wan_call_kwargs
+
+    steps, warmup, interval = 8, 3, 2
+
+    def frames(pipe):
+        with torch.no_grad():
+            return torch.as_tensor(pipe(**wan_call_kwargs(num_inference_steps=steps, seed=0, output_type="pt")).frames)
+
+    reference = build_wan()
+    reference.transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=warmup,
+                                                             max_order=1, taylor_factors_dtype=torch.float32,
+                                                             use_lite_mode=True))
+    expected = frames(reference)
+    pipe = build_wan()
+    dit_fx.optimize(pipe, dit_fx.DBCacheConfig(fn_blocks=0, steps_computation_mask=lite_schedule(steps, warmup, interval),
+                                               steps_computation_policy="static", max_warmup_steps=warmup,
+                                               calibrator=dit_fx.TaylorSeerConfig(order=1, cache_type="output")))
+    got = frames(pipe)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-6), float((got - expected).abs().max())
+    assert not torch.allclose(got, frames(build_wan()), atol=1e-4)

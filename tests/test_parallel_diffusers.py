@@ -9,10 +9,9 @@ import sys
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from parallel_harness import free_port
+from parallel_harness import gloo_group, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 6
@@ -21,9 +20,7 @@ THRESHOLDS = {"flux": 1.28}  # random weights: between the tiny models' step-to-
 
 def _rank(rank: int, world: int, port: int, out_dir: str, name: str = "flux") -> None:
     sys.path.insert(0, HERE)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         import dit_fx
         from diffusers import ContextParallelConfig
         from torch.distributed.device_mesh import init_device_mesh
@@ -57,8 +54,6 @@ def _rank(rank: int, world: int, port: int, out_dir: str, name: str = "flux") ->
                         expected_cached=expected_stats.cached_steps, expected_diffs=expected_stats.residual_diffs,
                         supported=dit_fx.inspect(model).captures[-1].supported),
                    os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -86,9 +81,7 @@ def test_optimize_on_a_diffusers_context_parallel_model_agrees_across_ranks(tmp_
 
 
 def _decide_rank(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         import dit_fx
         from dit_fx.runtime import CacheContext
         from dit_fx.runtime.host import ReducedHostReads
@@ -103,8 +96,6 @@ def _decide_rank(rank: int, world: int, port: int, out_dir: str) -> None:
             ctx.run_middle(reuse, lambda h: h + 1.0, (fn,), (fn,))
             decisions.append(reuse)
         torch.save(dict(decisions=decisions, diffs=ctx.stats.residual_diffs), os.path.join(out_dir, f"d{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 def _shards():
@@ -144,9 +135,7 @@ def test_ranks_with_different_local_diffs_take_one_decision(tmp_path):
 
 def _cfg_rank(rank: int, world: int, port: int, out_dir: str) -> None:
     sys.path.insert(0, HERE)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         import dit_fx
         from tiny_models import MODELS
 
@@ -157,8 +146,6 @@ def _cfg_rank(rank: int, world: int, port: int, out_dir: str) -> None:
         with torch.no_grad():
             got = [model(**kw)[0] for kw in steps]
         torch.save(dict(got=got, cached=dit_fx.summary(model).cached_steps), os.path.join(out_dir, f"cfg{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_cfg_parallel_runs_each_half_of_a_batched_cfg_call_on_its_own_rank(tmp_path):
@@ -232,9 +219,7 @@ def _wan_pipeline_runs(parallel=None):
 
 def _separate_rank(rank: int, world: int, port: int, out_dir: str) -> None:
     sys.path.insert(0, HERE)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         import warnings
 
         import dit_fx
@@ -257,8 +242,6 @@ def _separate_rank(rank: int, world: int, port: int, out_dir: str) -> None:
         result["negative"] = negative
         result["pipeline"] = _wan_pipeline_runs(dit_fx.ParallelConfig(cfg=world))
         torch.save(result, os.path.join(out_dir, f"sep{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(300)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dit_fx
-from parallel_harness import CACHED, assert_like_one_process, spawn
+from parallel_harness import gloo_group, CACHED, assert_like_one_process, spawn
 
 EXACT = [("models", "flux"), ("models", "wan"), ("models", "qwenimage"), ("models", "hunyuanvideo"),
          ("models", "sd3"), ("zoo", "cogvideox"), ("zoo", "ltx")]
@@ -79,11 +79,7 @@ def _release_job(rank: int, world: int, port: int, out_dir: str) -> None:
     import os
     import warnings
 
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         from dit_fx.api import session_for
         from tiny_models import MODELS
 
@@ -113,8 +109,6 @@ def _release_job(rank: int, world: int, port: int, out_dir: str) -> None:
         dit_fx.disable(model)  # every rank: the parts are gathered back
         result["restored"] = all(torch.equal(a, b) for a, b in zip(model.parameters(), pristine.parameters()))
         torch.save(result, os.path.join(out_dir, f"release{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(600)

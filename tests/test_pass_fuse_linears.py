@@ -22,6 +22,24 @@ def _session(model):
     return dit_fx.api.optimized_state(model).session
 
 
+def _joined_and_separate(spec, steps, config=None, dtype=None, **options):
+    """The same model run with ``fuse_linears`` False and True: {fuse: (model, outputs)}."""
+    runs = {}
+    for fuse in (False, True):
+        model = spec.build() if dtype is None else spec.build().to(dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchao's and diffusers' cast notes
+            dit_fx.optimize(model, config or dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0),
+                            fuse_linears=fuse, **options)
+            runs[fuse] = (model, run_steps(model, steps))
+    return runs
+
+
+def _bf16_steps(name, n):
+    return [{k: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in s.items()}
+            for s in make_trajectory(name, n)]
+
+
 def _storage_bytes(model) -> int:
     seen, total = set(), 0
     for p in model.parameters():
@@ -62,41 +80,26 @@ def test_fp32_outputs_equal_the_unmodified_model_bit_exact(tiny, name, fused):
 
 
 def test_caching_takes_the_same_decisions_joined_or_not(tiny):
-    spec = tiny("flux")
-    steps = make_trajectory("flux", 12)
-    runs = {}
-    for fuse in (False, True):
-        model = spec.build()
-        cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.3, max_warmup_steps=2)
-        dit_fx.optimize(model, cfg, fuse_linears=fuse)
-        runs[fuse] = (run_steps(model, steps), dit_fx.summary(model).cached_steps)
-    assert runs[True][1] == runs[False][1] and runs[True][1], "caching engages, identically"
-    for a, b in zip(runs[True][0], runs[False][0]):
+    cfg = dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.3, max_warmup_steps=2)
+    runs = _joined_and_separate(tiny("flux"), make_trajectory("flux", 12), cfg)
+    cached = {fuse: dit_fx.summary(model).cached_steps for fuse, (model, _) in runs.items()}
+    assert cached[True] == cached[False] and cached[True], "caching engages, identically"
+    for a, b in zip(runs[True][1], runs[False][1]):
         assert torch.equal(a, b)
 
 
 def test_fp8_row_wise_weights_are_joined_with_their_scales(tiny):
     pytest.importorskip("torchao")
-    spec = tiny("flux")
-    steps = [{k: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in s.items()}
-             for s in make_trajectory("flux", 4)]
-    outs = {}
-    for fuse in (False, True):
-        model = spec.build().to(torch.bfloat16)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0),
-                            quantize="fp8_weight_only", fuse_linears=fuse)
-            outs[fuse] = run_steps(model, steps)
-        if fuse:
-            record = dit_fx.inspect(model).fused_linears
-            assert record.fused_linears == 24 and {g.layout for g in record.groups} == {"float8_rowwise"}
-            q, k = model.transformer_blocks[0].attn.to_q.weight, model.transformer_blocks[0].attn.to_k.weight
-            assert type(q).__name__ == "Float8Tensor"
-            # k's rows follow q's in one joined qdata / scale
-            assert k.qdata.data_ptr() == q.qdata.data_ptr() + q.qdata.numel() * q.qdata.element_size()
-            assert k.scale.data_ptr() == q.scale.data_ptr() + q.scale.numel() * q.scale.element_size()
-    for a, b in zip(outs[True], outs[False]):
+    runs = _joined_and_separate(tiny("flux"), _bf16_steps("flux", 4), dtype=torch.bfloat16, quantize="fp8_weight_only")
+    model = runs[True][0]
+    record = dit_fx.inspect(model).fused_linears
+    assert record.fused_linears == 24 and {g.layout for g in record.groups} == {"float8_rowwise"}
+    q, k = model.transformer_blocks[0].attn.to_q.weight, model.transformer_blocks[0].attn.to_k.weight
+    assert type(q).__name__ == "Float8Tensor"
+    # k's rows follow q's in one joined qdata / scale
+    assert k.qdata.data_ptr() == q.qdata.data_ptr() + q.qdata.numel() * q.qdata.element_size()
+    assert k.scale.data_ptr() == q.scale.data_ptr() + q.scale.numel() * q.scale.element_size()
+    for a, b in zip(runs[True][1], runs[False][1]):
         assert torch.equal(a, b)
 
 
@@ -158,16 +161,12 @@ def test_a_second_resolution_reuses_the_joined_weights(tiny):
 def test_compiled_regions_are_still_shared(tiny):
     spec = tiny("flux")
     steps = make_trajectory("flux", 3)
-    compiles = {}
-    for fuse in (False, True):
-        model = spec.build()
-        dit_fx.optimize(model, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0), compile=True,
-                        fuse_linears=fuse)
-        got = run_steps(model, steps)
-        compiles[fuse] = dit_fx.inspect(model).regions.compiles
-        expected = run_steps(spec.build(), steps)
-        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(got, expected))
-    assert compiles[True] == compiles[False] == 5  # head, double, single, the op between, tail
+    runs = _joined_and_separate(spec, steps, compile=True)
+    expected = run_steps(spec.build(), steps)
+    for _, outs in runs.values():
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(outs, expected))
+    compiles = [dit_fx.inspect(model).regions.compiles for model, _ in runs.values()]
+    assert compiles == [5, 5]  # head, double, single, the op between, tail
 
 
 def test_defaults_and_bad_values():
@@ -251,10 +250,8 @@ def test_auto_joins_fp8_row_wise_weights_and_skips_plain_models(tiny, monkeypatc
     assert dit_fx.inspect(plain).captures[-1].options.fuse_linears is None
     assert dit_fx.inspect(plain).fused_linears is None
     fp8 = spec.build().to(torch.bfloat16)
-    steps = [{k: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in s.items()}
-             for s in make_trajectory("flux", 2)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dit_fx.optimize(fp8, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.0), quantize="fp8_weight_only")
-        run_steps(fp8, steps)
+        run_steps(fp8, _bf16_steps("flux", 2))
     assert dit_fx.inspect(fp8).fused_linears.fused_linears == 24

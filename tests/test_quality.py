@@ -24,6 +24,7 @@ import torch
 import dit_fx
 from dit_fx import metrics
 from dit_fx.models import fashion as fm
+from helpers import lite_schedule
 
 ASSETS = os.environ.get("DIT_FX_FASHION_ASSETS") or None
 
@@ -169,8 +170,7 @@ def test_forecast_without_blocks_beats_diffusers_taylorseer_lite(fashion):
             lite = fashion.psnr(fashion.sample())
     finally:
         model.disable_cache()
-    # diffusers' schedule: steps < warm-up compute, then every interval-th step from warm-up + 1
-    mask = [1 if i < LITE_WARMUP or (i - LITE_WARMUP - 1) % LITE_INTERVAL == 0 else 0 for i in range(STEPS)]
+    mask = lite_schedule(STEPS, LITE_WARMUP, LITE_INTERVAL)
     cfg = dit_fx.DBCacheConfig(fn_blocks=0, steps_computation_mask=mask, steps_computation_policy="static",
                                max_warmup_steps=LITE_WARMUP, calibrator=dit_fx.FoCaConfig(), enable_separate_cfg=False)
     images, stats = fashion.cached(cfg)

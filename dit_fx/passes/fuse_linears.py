@@ -153,23 +153,29 @@ class JoinedWeights:
 
     def __init__(self):
         self.joined: Dict[Tuple[int, ...], _Joined] = {}
+        self._watched: Tuple[List[torch.Tensor], List[torch.Tensor]] = ([], [])  # (plain, torchao) parameters
+        self._expected: List[int] = []  # their data pointers when last seen intact
 
     def get(self, params: Sequence[torch.Tensor], layout) -> torch.Tensor:
         key = tuple(id(p) for p in params)
         entry = self.joined.get(key)
         if entry is not None and entry.params == tuple(params):
             entry.refresh()
-            return entry.tensor
-        with torch.no_grad():
-            joined = layout.join(params)
-        entry = self.joined[key] = _Joined(joined, tuple(params), tuple(_bounds([p.shape[0] for p in params])), layout)
-        entry.point_all()
-        return joined
+        else:
+            with torch.no_grad():
+                joined = layout.join(params)
+            entry = self.joined[key] = _Joined(joined, tuple(params), tuple(_bounds([p.shape[0] for p in params])), layout)
+            entry.point_all()
+        self._watch()
+        return entry.tensor
 
     def refresh(self) -> None:
+        """Per call: one data-pointer read per parameter (about 50 ns each) when nothing changed."""
+        if self._pointers() == self._expected:
+            return
         for entry in self.joined.values():
-            if not entry.intact():
-                entry.refresh()
+            entry.refresh()
+        self._watch()
 
     def check(self) -> None:
         """At a capture: joined tensors whose parameters cannot be copied back are dropped (the
@@ -177,6 +183,17 @@ class JoinedWeights:
         for key, entry in list(self.joined.items()):
             if not entry.intact() and not entry.copyable():
                 del self.joined[key]
+        self._watch()
+
+    def _watch(self) -> None:
+        params = [p for entry in self.joined.values() for p in entry.params]
+        self._watched = ([p for p in params if type(p) in (torch.Tensor, torch.nn.Parameter)],
+                         [p for p in params if type(p) not in (torch.Tensor, torch.nn.Parameter)])
+        self._expected = self._pointers()
+
+    def _pointers(self) -> List[int]:
+        plain, wrapped = self._watched
+        return list(map(torch.Tensor.data_ptr, plain)) + [p.qdata.data_ptr() for p in wrapped]
 
 
 @dataclass
