@@ -1222,6 +1222,24 @@ def guidance(result) -> str:
     return "\n".join(out)
 
 
+def forecast_table(result) -> str:
+    """diffusers' TaylorSeer lite against the dit_fx ``fn_blocks=0`` rows on its schedules, eager and compiled."""
+    rows = good_rows(result)
+    lines = ["| schedule | system | lowering | PSNR dB | FID vs uncached | batch 1 s | batch {n} s |".format(
+        n=result["setup"]["eval_batch"]), "|---|---|---|---:|---:|---:|---:|"]
+    found = False
+    for interval in LITE_INTERVALS:
+        for r in rows:
+            lite = r["system"].startswith("diffusers TaylorSeer lite") and r["config"] == f"interval {interval}"
+            mine = r["system"].startswith("dit_fx F0B0 mask") and r["config"].startswith(f"interval {interval} (")
+            if lite or mine:
+                found = True
+                lines.append(f"| interval {interval} | {base_curve(r)} | {'compiled' if r.get('compiled') else 'eager'} | "
+                             f"{_fmt(r.get('psnr'))} | {_fmt(r.get('fid_vs_uncached'), 4)} | {_fmt(r.get('batch1_s'), 3)} | "
+                             f"{_fmt(r.get('full_batch_s'), 3)} |")
+    return "\n".join(lines) if found else ""
+
+
 DOC_HEAD = """# Quality against latency on a trained model
 
 Random weights say nothing about image quality, so these numbers come from the small trained
@@ -1276,6 +1294,13 @@ def write_doc(result, path: str, plot: Optional[str]) -> str:
              "start from the threshold above for your Fn/Bn, and compare images at a few thresholds; "
              "a fixed steps mask (static policy) needs no threshold at all: compare it with a uniform mask of the same "
              "count on your model, as the masks rows here do.\n")
+    ft = forecast_table(result)
+    if ft:
+        text += ("\n## No block on cached steps, against diffusers' TaylorSeer lite\n\nOn lite's own schedules "
+                 "(`lite_schedule`); dit_fx with `fn_blocks=0` and a calibrator; TaylorSeer o1 on the outputs is lite "
+                 "itself (`tests/test_fn_zero.py`). Compiled: dit_fx compiled + CUDA graphs, lite under `torch.compile` "
+                 "(its hooks break the graph, so no CUDA graphs). Why dit_fx is a little slower at large batch: "
+                 "[benchmarks.md](benchmarks.md#quality-against-latency-on-the-trained-model-h200).\n\n" + ft + "\n")
     text += "\n## All configs\n\n" + markdown_table(result) + "\n"
     skipped = result.get("skipped_groups", []) + [f"{r['system']} {r['config']}" for r in result["rows"] if r.get("skipped")]
     if skipped:
