@@ -33,7 +33,8 @@ replaced by a pristine copy and the row says so):
   on cached steps (``fn_blocks=0``, static policy) on the schedules of the diffusers TaylorSeer
   rows (``lite_schedule``), with FoCa on the block stack's residual, FoCa on the outputs, and
   TaylorSeer order 1 on the outputs (which is diffusers' TaylorSeer lite: ``tests/test_fn_zero.py``),
-  and FoCa (residual, outputs) on interval 2 after the longer warm-ups ``FORECAST_WARMUPS``.
+  and FoCa (residual, outputs) on interval 2 after the longer warm-ups ``FORECAST_WARMUPS``; FoCa
+  on the outputs with ``step_source="calls"`` (``COUNTED``: no host read of the timestep per call).
 - ``cache_dit`` / ``cache_dit_fnbn`` / ``cache_dit_calibrators`` / ``cache_dit_prune``: cache-dit
   (``cache_dit.enable_cache(transformer, cache_config=DBCacheConfig(Fn_compute_blocks=...,
   Bn_compute_blocks=..., residual_diff_threshold=...), calibrator_config=...)``) on the same
@@ -110,6 +111,7 @@ QUICK_GROUPS = ("dit_fx", "cache_dit", "fbc", "magcache", "diffusers_taylorseer"
                 "dit_fx_fnbn", "calibrators", "prune")  # fmt: skip
 FN_BN = ((1, 0), (1, 1), (2, 0), (2, 1))
 LITE_INTERVALS = (2, 3, 5)  # the diffusers TaylorSeer lite rows' cache intervals
+COUNTED = "dit_fx F0B0 mask + FoCa on the output, counted calls"  # step_source="calls": no timestep read per call
 # forecast rows with more computed steps than lite's interval 2 (16/28): interval 2 after a longer warm-up. Regular
 # spacing matters to a forecast: on the CPU (10 samples), FoCa on the outputs got 50.62 dB at warm-up 6 (17/28) and
 # 51.06 at 8 (18/28), but 43.76 on the uniform 18/28 mask (irregular gaps) and 48.44 at lite's 16/28.
@@ -888,6 +890,11 @@ class Bench:
                                    dict(interval=interval, calibrator=name, mask=mask), f0b0(mask, a.warmup, cal), S,
                                    mask=mask),
                              extra=dict(mask=mask))
+            for interval in LITE_INTERVALS if not a.quick else LITE_INTERVALS[1:2]:  # counted calls: no timestep read
+                mask = lite_schedule(S, a.warmup, interval)
+                self.run(DitFx(COUNTED, f"interval {interval} ({sum(mask)}/{S})",
+                               dict(interval=interval, calibrator="FoCa on the output", mask=mask, step_source="calls"),
+                               f0b0(mask, a.warmup, cals[1][1], "calls"), S, mask=mask), extra=dict(mask=mask))
             for w in FORECAST_WARMUPS if not a.quick else FORECAST_WARMUPS[:1]:  # more computed steps than lite's 16/28
                 mask = lite_schedule(S, w, 2)
                 for name, cal in cals[:2] if not a.quick else cals[:1]:
@@ -927,11 +934,13 @@ class Bench:
         self.result["finished"] = True
         self.save()
 
-    def f0b0_cfg(self, mask, warmup, calibrator):
-        """No block on cached steps (``fn_blocks=0``): the calibrator forecasts them, on a static mask."""
+    def f0b0_cfg(self, mask, warmup, calibrator, step_source="timestep"):
+        """No block on cached steps (``fn_blocks=0``): the calibrator forecasts them, on a static mask.
+        ``step_source="calls"``: steps counted, no timestep read (every generation here is marked by
+        ``System.reset``)."""
         return dit_fx.DBCacheConfig(fn_blocks=0, bn_blocks=0, steps_computation_mask=mask, steps_computation_policy="static",
                                     max_warmup_steps=warmup, num_inference_steps=self.steps, enable_separate_cfg=False,
-                                    calibrator=calibrator)
+                                    calibrator=calibrator, step_source=step_source)
 
     def magcache_rows(self) -> None:
         from diffusers import MagCacheConfig
@@ -1047,11 +1056,11 @@ class Bench:
         a = self.args
         for interval in LITE_INTERVALS:
             mask = lite_schedule(S, a.warmup, interval)
-            cfg = self.f0b0_cfg(mask, a.warmup, dit_fx.FoCaConfig(cache_type="output"))
-            self.run(DitFx("dit_fx F0B0 mask + FoCa on the output compiled + CUDA graphs",
-                           f"interval {interval} ({sum(mask)}/{S})", dict(interval=interval, calibrator="FoCa on the output",
-                                                                           mask=mask), cfg, S, mask=mask, compiled=True),
-                     extra=dict(mask=mask))
+            for curve, source in (("dit_fx F0B0 mask + FoCa on the output", "timestep"), (COUNTED, "calls")):
+                cfg = self.f0b0_cfg(mask, a.warmup, dit_fx.FoCaConfig(cache_type="output"), source)
+                self.run(DitFx(curve + " compiled + CUDA graphs", f"interval {interval} ({sum(mask)}/{S})",
+                               dict(interval=interval, calibrator="FoCa on the output", mask=mask, step_source=source),
+                               cfg, S, mask=mask, compiled=True), extra=dict(mask=mask))
             self.run(DiffusersCache(
                 "diffusers TaylorSeer lite + torch.compile", f"interval {interval}",
                 dict(cache_interval=interval, lite=True, disable_cache_before_step=a.warmup, max_order=1),

@@ -88,6 +88,7 @@ def _calibrator_from_dict(values: Mapping[str, Any]):
 
 STEPS_POLICIES = ("dynamic", "static")
 REFRESH_POLICIES = ("once", "repeat")
+STEP_SOURCES = ("timestep", "calls")  # DBCacheConfig.step_source
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,18 @@ class DBCacheConfig:
     force_refresh_step_hint / force_refresh_step_policy: start a new cache context at step K
         ("once") or every K steps ("repeat"): buffers, warmup and stats start over, as for a
         multi-stage pipeline whose conditioning changes at step K.
+    step_source: how a call is placed (step, CFG branch, generation). ``"timestep"`` (default):
+        from the timestep each call receives, read on the host before the decision
+        (``runtime/tracker.py``): no hints needed, and a loop interrupted and restarted is found.
+        On CUDA that read waits for the previous step's GPU work, so the host cannot queue ahead
+        of the GPU: on the shipped model at batch 200, eager, the GPU idled 67 ms of a 0.785 s
+        generation (``benchmarks/results/profile_forecast_h200.txt``). ``"calls"``: no read; every
+        call is a step (CFG branches by call parity with ``enable_separate_cfg=True``), and a
+        generation starts at ``dit_fx.reset`` / ``dit_fx.generation`` / a pipeline call, after
+        ``num_inference_steps`` steps (required here) and when the hidden stream's shape changes,
+        as diffusers' and cache-dit's caches count calls. A bare loop stopped early and started
+        again without ``dit_fx.reset`` would continue the old generation's count: use it where
+        every generation is marked.
     """
 
     algorithm: ClassVar[str] = "dbcache"  # the strategy in dit_fx.algorithms
@@ -153,6 +166,7 @@ class DBCacheConfig:
     steps_computation_policy: str = "dynamic"
     force_refresh_step_hint: Optional[int] = None
     force_refresh_step_policy: str = "once"
+    step_source: str = "timestep"
 
     def __post_init__(self) -> None:
         _check_int("fn_blocks", self.fn_blocks, 0)
@@ -182,6 +196,11 @@ class DBCacheConfig:
                                     or self.algorithm != "dbcache"):
             raise ValueError("DBCacheConfig.fn_blocks must be >= 1 unless steps_computation_policy='static' with a "
                              "steps_computation_mask (Fn=0 has no residual to decide on: the mask decides; DBCache only)")
+        if self.step_source not in STEP_SOURCES:
+            raise ValueError(f"DBCacheConfig.step_source must be one of {STEP_SOURCES}, got {self.step_source!r}")
+        if self.step_source == "calls" and self.num_inference_steps is None:
+            raise ValueError("DBCacheConfig.step_source='calls' needs num_inference_steps (counted calls restart after "
+                             "that many steps when a generation is not marked)")
         if self.force_refresh_step_hint is not None:
             _check_int("force_refresh_step_hint", self.force_refresh_step_hint, 1)
         if self.force_refresh_step_policy not in REFRESH_POLICIES:
@@ -305,6 +324,7 @@ PLACEMENT_FIELDS = (
     "cfg_compute_first",
     "force_refresh_step_hint",
     "force_refresh_step_policy",
+    "step_source",
 )
 
 

@@ -135,9 +135,12 @@ def test_output_forecast_equals_diffusers_taylorseer_lite(tiny, interval):
     assert not torch.allclose(got[-1], plain[-1], atol=1e-4), "the last step is a forecast"
 
 
-def test_output_forecast_in_a_wan_pipeline_equals_diffusers_lite():
+@pytest.mark.parametrize("step_source", ["timestep", "calls"])
+def test_output_forecast_in_a_wan_pipeline_equals_diffusers_lite(step_source):
     """A WanPipeline (cond and uncond calls per step, each its own branch): the same frames as
-    diffusers' TaylorSeer lite on the same pipeline, and not the uncached frames."""
+    diffusers' TaylorSeer lite on the same pipeline, and not the uncached frames. With counted
+    calls (no timestep read) the pipeline's branch names place the cond/uncond calls, and a second
+    generation gives the same frames."""
     from diffusers import TaylorSeerCacheConfig
     from tiny_pipelines import build_wan, wan_call_kwargs
 
@@ -155,7 +158,12 @@ def test_output_forecast_in_a_wan_pipeline_equals_diffusers_lite():
     pipe = build_wan()
     dit_fx.optimize(pipe, dit_fx.DBCacheConfig(fn_blocks=0, steps_computation_mask=lite_schedule(steps, warmup, interval),
                                                steps_computation_policy="static", max_warmup_steps=warmup,
-                                               calibrator=dit_fx.TaylorSeerConfig(order=1, cache_type="output")))
+                                               calibrator=dit_fx.TaylorSeerConfig(order=1, cache_type="output"),
+                                               num_inference_steps=steps, step_source=step_source))
     got = frames(pipe)
     assert torch.allclose(got, expected, rtol=0, atol=1e-6), float((got - expected).abs().max())
+    stats = dit_fx.summary(pipe)["transformer"]
+    assert stats.separate_cfg and stats.executed_steps == steps
+    if step_source == "calls":
+        assert torch.equal(frames(pipe), got)
     assert not torch.allclose(got, frames(build_wan()), atol=1e-4)

@@ -204,3 +204,84 @@ def test_repeated_timestep_does_not_grow_branches_without_bound():
         each_call_a_step.call(500.0)
     assert each_call_a_step.ctx.stats.executed_steps == 6
     assert each_call_a_step.ctx.stats.cached_steps == [1, 2, 3, 4, 5]
+
+
+class _NoReads:
+    """A HostReads that fails on any timestep read: ``step_source="calls"`` must never make one."""
+
+    def scalar(self, value):
+        raise AssertionError("the timestep was read on the host")
+
+    def floats(self, values):
+        raise AssertionError("the timestep was read on the host")
+
+    def diff_sums(self, num, den):
+        from dit_fx.runtime.host import LOCAL
+
+        return LOCAL.diff_sums(num, den)
+
+
+def test_counted_calls_place_steps_without_reading_the_timestep():
+    loop = Loop(step_source="calls", num_inference_steps=3)
+    loop.ctx.host = _NoReads()
+    ts = [900.0, 800.0, 700.0]
+    loop.run(ts)
+    loop.run(ts)  # N=3 steps: the 4th call starts generation 2
+    assert [(g, s) for g, s, _, _ in loop.log] == [(1, k) for k in range(3)] + [(2, k) for k in range(3)]
+    loop.ctx.reset()  # a marked generation starts at once, mid-count
+    loop.run(ts[:1])
+    assert loop.log[-1][:2] == (3, 0)
+
+
+def test_counted_calls_with_separate_cfg_alternate_by_parity():
+    loop = Loop(step_source="calls", num_inference_steps=2, enable_separate_cfg=True)
+    loop.ctx.host = _NoReads()
+    loop.run([900.0, 800.0], calls_per_step=2)
+    assert [(g, s, b) for g, s, b, _ in loop.log] == [(1, 0, "cond"), (1, 0, "uncond"), (1, 1, "cond"), (1, 1, "uncond")]
+
+
+def test_counted_calls_do_not_see_an_unmarked_restart_but_a_marked_one():
+    """The documented trade: a loop restarted early without dit_fx.reset continues the count (as
+    diffusers' and cache-dit's caches do); the timestep source finds the restart."""
+    ts = [900.0, 800.0, 700.0, 600.0]
+    counted, read = Loop(step_source="calls", num_inference_steps=4), Loop(num_inference_steps=4)
+    for loop in (counted, read):
+        loop.run(ts[:2])
+        loop.run(ts[:2])  # restarted after two steps, unmarked
+    assert [s for _, s, _, _ in counted.log] == [0, 1, 2, 3]
+    assert [s for _, s, _, _ in read.log] == [0, 1, 0, 1]
+
+
+def test_counted_calls_equal_timestep_placement_on_a_marked_loop(tiny):
+    """F0B0 + an output forecast on a static mask: counted calls give the outputs of the timestep
+    source, bit for bit, over two generations marked with dit_fx.generation."""
+    import dit_fx
+    from helpers import run_steps
+    from tiny_models import make_trajectory
+
+    spec = tiny("flux")
+    steps = make_trajectory("flux", 6)
+    mask = [1, 1, 0, 1, 0, 1]
+    outs = {}
+    for source in ("timestep", "calls"):
+        model = spec.build()
+        dit_fx.optimize(model, dit_fx.DBCacheConfig(
+            fn_blocks=0, bn_blocks=0, steps_computation_mask=mask, steps_computation_policy="static", max_warmup_steps=2,
+            num_inference_steps=6, calibrator=dit_fx.FoCaConfig(cache_type="output"), step_source=source))
+        runs = []
+        for _ in range(2):
+            with dit_fx.generation(model):
+                runs.append(run_steps(model, steps))
+            assert dit_fx.summary(model).cached_steps == [2, 4]
+        outs[source] = runs
+    for a, b in zip(outs["timestep"], outs["calls"]):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    assert all(torch.equal(x, y) for x, y in zip(outs["calls"][0], outs["calls"][1]))  # nothing leaked
+
+
+def test_step_source_is_validated():
+    with pytest.raises(ValueError, match="step_source"):
+        DBCacheConfig(step_source="steps")
+    with pytest.raises(ValueError, match="step_source='calls' needs num_inference_steps"):
+        DBCacheConfig(step_source="calls")

@@ -11,8 +11,10 @@ Read from the timestep the transformer receives, with no hints needed:
   generation; the shape is compared per CFG branch (other inputs may differ per branch: a negative
   prompt of another length, which Lumina2 joins to the hidden stream itself); so do
   ``reset()`` and step ``N+1`` of ``num_inference_steps=N`` steps.
-Without a timestep input every call is one step (with ``enable_separate_cfg=True``: calls alternate
-between branches by parity, as in cache-dit).
+Without a timestep input, or with ``step_source="calls"`` (no host read at all), every call is one
+step (with ``enable_separate_cfg=True``: calls alternate between branches by parity, as in cache-dit),
+unless a pipeline names the branches (``cache_context("cond")`` / ``("uncond")``): then a call is
+another branch of the step until a name repeats.
 
 One tracker serves every cache context of a transformer (one per block list when block lists get
 their own contexts), so all of them agree on the step, branch and generation of a call.
@@ -55,6 +57,7 @@ class StepTracker:
     def _start_generation(self, t: Optional[float]) -> None:
         self._refresh()
         self._signatures = {}
+        self._step_hints = set()  # branch names (pipeline hints) called in this step
         self.run_step = 0  # steps since the generation began (a forced refresh keeps counting)
         self._refreshes = 0
         self.separate_cfg = False
@@ -93,7 +96,11 @@ class StepTracker:
         new_generation = self._pending or (moved and self._direction != 0 and direction != self._direction)
         new_step = False
         if not new_generation:
-            if cfg.enable_separate_cfg is False or (t is None and cfg.enable_separate_cfg is None):
+            if cfg.enable_separate_cfg is False:
+                new_step = True
+            elif t is None and self.branch_hint is not None:  # the pipeline names the branch: a new step
+                new_step = self.branch_hint in self._step_hints or self.call_in_step + 1 >= MAX_BRANCHES  # once it repeats
+            elif t is None and cfg.enable_separate_cfg is None:
                 new_step = True
             elif t is None:  # separate CFG forced, no timestep: alternate by parity
                 new_step = self.call_in_step >= 1
@@ -124,6 +131,10 @@ class StepTracker:
             self.call_in_step += 1
             self.separate_cfg = True
         self._last_t = t
+        if new_generation or new_step:
+            self._step_hints = set()
+        if self.branch_hint is not None:
+            self._step_hints.add(self.branch_hint)
         self._signatures[self.call_in_step] = signature
         self.calls += 1
         self.branch = self._branch_name(self.call_in_step)
@@ -144,7 +155,7 @@ class StepTracker:
         steps that need no diff never wait for the GPU. Other devices are read in ``read_timestep``.
         """
         self._timestep_copy = None
-        if timestep is None or timestep.device.type != "cuda":
+        if timestep is None or timestep.device.type != "cuda" or self.config.step_source == "calls":
             return
         if self._pinned is None:
             self._pinned = torch.empty((), dtype=torch.float32, pin_memory=True)
@@ -152,7 +163,10 @@ class StepTracker:
         self._timestep_copy = (self._pinned, torch.cuda.current_stream(timestep.device).record_event())
 
     def read_timestep(self, timestep: Optional[torch.Tensor], host: HostReads = LOCAL) -> Optional[float]:
-        """The timestep as a float, through ``host`` (the seam a parallel run reduces in)."""
+        """The timestep as a float, through ``host`` (the seam a parallel run reduces in); None with
+        ``step_source="calls"`` (no host read: the call is placed as if the model had no timestep)."""
+        if self.config.step_source == "calls":
+            return None
         if self._timestep_copy is not None:  # CUDA: copied before the head ran, so no stall here
             pinned, event = self._timestep_copy
             self._timestep_copy = None
