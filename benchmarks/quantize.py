@@ -154,10 +154,11 @@ SYSTEMS: Dict[str, str] = {
     "dit_fx_fp8": "dit_fx fp8 + DBCache + compile + CUDA graphs",
     "cache_dit_bf16": "cache-dit bf16 + DBCache + torch.compile",
     "dit_fx_fp8_separate": "dit_fx fp8 + DBCache + compile + CUDA graphs, Linears separate (fuse_linears=False)",
+    "dit_fx_fp8_calls": "dit_fx fp8 + DBCache + compile + CUDA graphs, steps counted (step_source='calls')",
 }
 DEFAULT_ORDER = ["bf16_compile", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_fp8", "torchao_fp8_compile", "cache_dit_bf16"]
-FP8_SYSTEMS = {"torchao_fp8_compile", "cache_dit_fp8", "dit_fx_fp8", "dit_fx_fp8_separate"}
-CACHE_SYSTEMS = {"cache_dit_fp8", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_bf16", "dit_fx_fp8_separate"}
+FP8_SYSTEMS = {"torchao_fp8_compile", "cache_dit_fp8", "dit_fx_fp8", "dit_fx_fp8_separate", "dit_fx_fp8_calls"}
+CACHE_SYSTEMS = {"cache_dit_fp8", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_bf16", "dit_fx_fp8_separate", "dit_fx_fp8_calls"}
 BF16_SYSTEMS = {"bf16_compile", "dit_fx_bf16", "cache_dit_bf16"}  # leave the shared bf16 model as built
 
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -184,7 +185,8 @@ WAN_SHAPES = {"full": (480, 832, 5), "small": (480, 832, 2), "tiny": (32, 32, 1)
 # timed loops): below this much budget left it is skipped. Lower bounds, not estimates of the mean.
 MIN_SECONDS = {
     "full": {"bf16_compile": 30, "dit_fx_bf16": 25, "dit_fx_fp8": 35, "cache_dit_fp8": 20,
-             "torchao_fp8_compile": 20, "cache_dit_bf16": 20, "dit_fx_fp8_separate": 35},  # warm-cache H200 times (cold: up to ~2x)
+             "torchao_fp8_compile": 20, "cache_dit_bf16": 20, "dit_fx_fp8_separate": 35,
+             "dit_fx_fp8_calls": 35},  # warm-cache H200 times (cold: up to ~2x)
     "small": {k: 20 for k in SYSTEMS},
     "tiny": {k: 1 for k in SYSTEMS},
 }
@@ -192,7 +194,7 @@ MIN_SECONDS = {
 # run's step times scaled by the FLOPs (a computed bf16 step ~3.2x FLUX's), lower bounds again.
 WAN_MIN_SECONDS = {
     "full": {"bf16_compile": 60, "dit_fx_bf16": 45, "dit_fx_fp8": 55, "cache_dit_fp8": 40,
-             "torchao_fp8_compile": 50, "cache_dit_bf16": 40, "dit_fx_fp8_separate": 55},
+             "torchao_fp8_compile": 50, "cache_dit_bf16": 40, "dit_fx_fp8_separate": 55, "dit_fx_fp8_calls": 55},
     "small": {k: 20 for k in SYSTEMS},
     "tiny": {k: 1 for k in SYSTEMS},
 }
@@ -721,10 +723,11 @@ class Bench:
         teardown.append(undo)
         return model
 
-    def dit_fx_config(self) -> "dit_fx.DBCacheConfig":
+    def dit_fx_config(self, step_source: str = "timestep") -> "dit_fx.DBCacheConfig":
         return dit_fx.DBCacheConfig(fn_blocks=self.args.fn, bn_blocks=0, residual_diff_threshold=0.08,
                                     max_warmup_steps=0, steps_computation_mask=list(self.mask),
-                                    steps_computation_policy="static", enable_separate_cfg=False)
+                                    steps_computation_policy="static", enable_separate_cfg=False,
+                                    num_inference_steps=self.args.steps, step_source=step_source)
 
     def cache_dit_config(self):
         import cache_dit
@@ -758,8 +761,8 @@ class Bench:
         fn = self.compile_baseline(model, rec, teardown)
         return fn, lambda: None, None
 
-    def setup_dit_fx_bf16(self, model, rec, teardown, quantize=None, fuse_linears=None):
-        cfg = self.dit_fx_config()
+    def setup_dit_fx_bf16(self, model, rec, teardown, quantize=None, fuse_linears=None, step_source="timestep"):
+        cfg = self.dit_fx_config(step_source)
         kw: Dict[str, Any] = {} if fuse_linears is None else dict(fuse_linears=fuse_linears)
         if self.args.no_compile:
             kw.update(compile=False, cuda_graphs=False)
@@ -809,6 +812,9 @@ class Bench:
 
     def setup_dit_fx_fp8_separate(self, model, rec, teardown):
         return self.setup_dit_fx_bf16(model, rec, teardown, quantize="fp8", fuse_linears=False)
+
+    def setup_dit_fx_fp8_calls(self, model, rec, teardown):
+        return self.setup_dit_fx_bf16(model, rec, teardown, quantize="fp8", step_source="calls")
 
     def _cache_dit_common(self, model, rec, teardown, quantize_config=None):
         import cache_dit
@@ -958,6 +964,8 @@ class Bench:
             dit_fx_fp8_over_bf16_weight_bytes=ratio("dit_fx_fp8", "weight_bytes", "dit_fx_bf16", "weight_bytes"),
             dit_fx_fp8_over_separate_computed_step=ratio("dit_fx_fp8", "computed_ms", "dit_fx_fp8_separate", "computed_ms"),
             dit_fx_fp8_over_separate_e2e=ratio("dit_fx_fp8", "e2e_s", "dit_fx_fp8_separate", "e2e_s"),
+            dit_fx_fp8_calls_over_cache_dit_fp8_e2e=ratio("dit_fx_fp8_calls", "e2e_s", "cache_dit_fp8", "e2e_s"),
+            dit_fx_fp8_calls_over_dit_fx_fp8_e2e=ratio("dit_fx_fp8_calls", "e2e_s", "dit_fx_fp8", "e2e_s"),
         )
         first = get("dit_fx_fp8", "first_call_s")
         targets = dict(
