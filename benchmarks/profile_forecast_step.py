@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dit_fx  # noqa: E402
+from benchmarks.common import environment  # noqa: E402
 from benchmarks.quality import lite_schedule  # noqa: E402
 from dit_fx.models import fashion as fm  # noqa: E402
 
@@ -95,6 +96,8 @@ def main(argv=None):
             lite["on"] = False
         elif name == "dit_fx":
             dit_fx.disable(model)
+    env = environment(dev)
+    lines.append(f"\n-- {env.get('gpu') or env.get('cpu')}, torch {env['torch']}, diffusers {env['diffusers']}, git {env['git_head']}")
     text = "\n".join(lines)
     print(text)
     if a.out:
