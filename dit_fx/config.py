@@ -143,8 +143,9 @@ class DBCacheConfig:
         generation starts at ``dit_fx.reset`` / ``dit_fx.generation`` / a pipeline call, after
         ``num_inference_steps`` steps (required here) and when the hidden stream's shape changes,
         as diffusers' and cache-dit's caches count calls. A bare loop stopped early and started
-        again without ``dit_fx.reset`` would continue the old generation's count: use it where
-        every generation is marked.
+        again without ``dit_fx.reset`` is counted on as the old generation until its timestep,
+        copied without waiting, is checked (at the next call at the earliest): then one
+        ``RuntimeWarning`` and a new generation from there. Use it where every generation is marked.
     """
 
     algorithm: ClassVar[str] = "dbcache"  # the strategy in dit_fx.algorithms

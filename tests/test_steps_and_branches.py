@@ -240,16 +240,19 @@ def test_counted_calls_with_separate_cfg_alternate_by_parity():
     assert [(g, s, b) for g, s, b, _ in loop.log] == [(1, 0, "cond"), (1, 0, "uncond"), (1, 1, "cond"), (1, 1, "uncond")]
 
 
-def test_counted_calls_do_not_see_an_unmarked_restart_but_a_marked_one():
-    """The documented trade: a loop restarted early without dit_fx.reset continues the count (as
-    diffusers' and cache-dit's caches do); the timestep source finds the restart."""
+def test_counted_calls_find_an_unmarked_restart_late_and_say_so():
+    """The documented trade: a loop restarted early without dit_fx.reset is counted on until its
+    timestep, copied without waiting, is checked at a later call (the next one at the earliest):
+    then one warning, and a new generation from there. The timestep source finds it at once."""
     ts = [900.0, 800.0, 700.0, 600.0]
-    counted, read = Loop(step_source="calls", num_inference_steps=4), Loop(num_inference_steps=4)
-    for loop in (counted, read):
-        loop.run(ts[:2])
-        loop.run(ts[:2])  # restarted after two steps, unmarked
-    assert [s for _, s, _, _ in counted.log] == [0, 1, 2, 3]
-    assert [s for _, s, _, _ in read.log] == [0, 1, 0, 1]
+    counted, read = Loop(step_source="calls", num_inference_steps=6), Loop(num_inference_steps=6)
+    with pytest.warns(RuntimeWarning, match="moved back at call 3 without dit_fx.reset") as caught:
+        for loop in (counted, read):
+            loop.run(ts[:2])
+            loop.run(ts)  # restarted after two steps, unmarked
+    assert len(caught) == 1
+    assert [(g, s) for g, s, _, _ in counted.log] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    assert [(g, s) for g, s, _, _ in read.log] == [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (2, 3)]
 
 
 def test_counted_calls_equal_timestep_placement_on_a_marked_loop(tiny):

@@ -22,7 +22,9 @@ their own contexts), so all of them agree on the step, branch and generation of 
 
 from __future__ import annotations
 
-from typing import Optional
+import collections
+import warnings
+from typing import Optional, Tuple
 
 import torch
 
@@ -33,6 +35,60 @@ COND, UNCOND = "cond", "uncond"
 # More calls than this with one timestep are not CFG branches (a loop repeating a timestep, e.g. a
 # benchmark): each further call starts a new step, so branch buffers stay bounded.
 MAX_BRANCHES = 4
+
+
+class LateCheck:
+    """``step_source="calls"``: each call's timestep, copied without waiting (CUDA: non-blocking into
+    a few pinned buffers; a call finding them all in flight is not checked) and read once it has
+    landed, a call or more later. A timestep moving against its generation's direction inside one
+    counted generation is a restart nobody marked (``StepTracker.advance`` then warns once and
+    starts a new generation). Nothing here waits for the GPU."""
+
+    BUFFERS = 4
+
+    def __init__(self):
+        self.pending = collections.deque()  # (generation, call index, pinned buffer or float, CUDA event or None)
+        self.free = []
+        self.last: Optional[Tuple[int, float]] = None  # (generation, timestep) of the last landed read
+        self.direction = 0
+
+    def push(self, timestep: Optional[torch.Tensor], generation: int, call: int) -> None:
+        if timestep is None:
+            return
+        if timestep.device.type != "cuda":  # already on the host: nothing to wait for
+            self.pending.append((generation, call, float(timestep.reshape(-1)[0]), None))
+            return
+        if self.free:
+            buf = self.free.pop()
+        elif len(self.pending) < self.BUFFERS:
+            buf = torch.empty((), dtype=torch.float32, pin_memory=True)
+        else:
+            return
+        buf.copy_(timestep.reshape(-1)[0].float(), non_blocking=True)
+        self.pending.append((generation, call, buf, torch.cuda.current_stream(timestep.device).record_event()))
+
+    def restart(self) -> Optional[int]:
+        """The call index of an unmarked restart among the reads that have landed (None: none)."""
+        found = None
+        while self.pending:
+            generation, call, value, event = self.pending[0]
+            if event is not None and not event.query():
+                break
+            self.pending.popleft()
+            if event is not None:
+                self.free.append(value)
+                value = float(value)  # landed: a host read that does not wait
+            if self.last is None or self.last[0] != generation:
+                self.last, self.direction = (generation, value), 0
+                continue
+            if value != self.last[1]:
+                d = 1 if value > self.last[1] else -1
+                if self.direction == 0:
+                    self.direction = d
+                elif d != self.direction and found is None:
+                    found = call
+            self.last = (generation, value)
+        return found
 
 
 class StepTracker:
@@ -53,6 +109,9 @@ class StepTracker:
         self.branch_hint: Optional[str] = None
         self._timestep_copy = None  # (pinned host buffer, CUDA event) of an asynchronous timestep read
         self._pinned: Optional[torch.Tensor] = None
+        self._late = LateCheck() if config.step_source == "calls" else None
+        self._late_timestep: Optional[torch.Tensor] = None
+        self._late_warned = False
 
     def _start_generation(self, t: Optional[float]) -> None:
         self._refresh()
@@ -94,6 +153,8 @@ class StepTracker:
         moved = t is not None and self._last_t is not None and t != self._last_t
         direction = (1 if t > self._last_t else -1) if moved else 0
         new_generation = self._pending or (moved and self._direction != 0 and direction != self._direction)
+        if self._late is not None and not new_generation:
+            new_generation = self._unmarked_restart()
         new_step = False
         if not new_generation:
             if cfg.enable_separate_cfg is False:
@@ -138,6 +199,24 @@ class StepTracker:
         self._signatures[self.call_in_step] = signature
         self.calls += 1
         self.branch = self._branch_name(self.call_in_step)
+        if self._late is not None:
+            self._late.push(self._late_timestep, self.generation, self.calls)
+            self._late_timestep = None
+
+    def _unmarked_restart(self) -> bool:
+        """Counted calls: whether a landed timestep shows a restart the caller did not mark. The
+        calls since it were placed as later steps of the old generation; this one starts a new one."""
+        call = self._late.restart()
+        if call is None:
+            return False
+        if not self._late_warned:
+            self._late_warned = True
+            warnings.warn(
+                f"dit_fx: step_source='calls': the timestep moved back at call {call} without dit_fx.reset or "
+                "dit_fx.generation, so a new loop was counted as later steps of the last generation until now "
+                f"(call {self.calls + 1} starts a new one). Mark every generation, or use step_source='timestep'.",
+                RuntimeWarning, stacklevel=2)
+        return True
 
     def _branch_name(self, index: int) -> str:
         if self.branch_hint is not None and self.config.enable_separate_cfg is not False:
@@ -165,7 +244,8 @@ class StepTracker:
     def read_timestep(self, timestep: Optional[torch.Tensor], host: HostReads = LOCAL) -> Optional[float]:
         """The timestep as a float, through ``host`` (the seam a parallel run reduces in); None with
         ``step_source="calls"`` (no host read: the call is placed as if the model had no timestep)."""
-        if self.config.step_source == "calls":
+        if self._late is not None:
+            self._late_timestep = timestep  # copied after placement, checked when it has landed (LateCheck)
             return None
         if self._timestep_copy is not None:  # CUDA: copied before the head ran, so no stall here
             pinned, event = self._timestep_copy
