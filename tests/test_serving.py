@@ -186,6 +186,35 @@ def test_concurrent_pipeline_calls_are_isolated_with_no_user_code():
     assert torch.equal(results[0], ref[0]) and torch.equal(results[1], ref[1])
 
 
+def test_a_deep_copy_of_an_optimized_pipelines_scheduler_sets_its_own_timesteps():
+    """Giving a thread its own scheduler after optimize (copy.deepcopy) must not leave the copy on a
+    stale schedule while it sets the original's; each concurrent call still equals its solo run."""
+    from tiny_pipelines import PIPELINES
+
+    build, kwargs_fn = PIPELINES["flux"]
+    pipe = build()
+    dit_fx.optimize(pipe, dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.9, max_warmup_steps=2))
+    own = copy.deepcopy(pipe.scheduler)
+    own.set_timesteps(7, mu=0.5)
+    pipe.scheduler.set_timesteps(3, mu=0.5)
+    assert len(own.timesteps) == 7 and len(pipe.scheduler.timesteps) == 3
+
+    def run(p, seed, steps):
+        with dit_fx.request(p), torch.no_grad():
+            return p(**kwargs_fn(16, 16, steps, seed))[0]
+
+    local = type(pipe)(**{**pipe.components, "scheduler": own})  # shares the transformer
+    ref = {0: run(pipe, 0, 6), 1: run(local, 1, 4)}
+    results = {}
+    threads = [threading.Thread(target=lambda p=p, s=s, n=n: results.__setitem__(s, run(p, s, n)))
+               for p, s, n in ((pipe, 0, 6), (local, 1, 4))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert torch.equal(results[0], ref[0]) and torch.equal(results[1], ref[1])
+
+
 def test_many_models_and_resolutions_stay_accelerated_with_default_dynamo_settings(tiny):
     """FLUX, Wan and Qwen-Image models at three batch sizes each in one process (9 captures of
     diffusers' one shared forward code, past Dynamo's default recompile limit of 8): every call

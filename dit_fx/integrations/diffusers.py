@@ -131,15 +131,32 @@ def install_pipeline(pipe: Any, on_new_generation: Callable[[], None]) -> Instal
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None or not hasattr(scheduler, "set_timesteps"):
         return inst  # timestep detection still finds each new generation
-    original = scheduler.set_timesteps
-
-    @functools.wraps(original)
-    def set_timesteps(*args, **kwargs):
-        on_new_generation()
-        return original(*args, **kwargs)
-
-    inst.set(scheduler, "set_timesteps", set_timesteps)
+    inst.set(scheduler, "set_timesteps", _SetTimesteps(scheduler, on_new_generation))
     return inst
+
+
+class _SetTimesteps:
+    """The scheduler's ``set_timesteps``, starting a new generation first (an instance attribute).
+
+    A deep copy of the scheduler (the usual way to give a thread its own) gets its class's own
+    ``set_timesteps`` instead: a plain wrapper would be shared by the copy and set the original's
+    timesteps, leaving the copy on a stale schedule."""
+
+    def __init__(self, scheduler: Any, on_new_generation: Callable[[], None]):
+        self.original = scheduler.set_timesteps
+        self.on_new_generation = on_new_generation
+        self.owner = weakref.ref(scheduler)
+        functools.update_wrapper(self, self.original)
+
+    def __call__(self, *args, **kwargs):
+        self.on_new_generation()
+        return self.original(*args, **kwargs)
+
+    def __deepcopy__(self, memo):
+        copied = memo.get(id(self.owner()))  # copy.deepcopy registers the new scheduler before its attributes
+        if copied is None:  # this wrapper copied on its own: keep it
+            return self
+        return type(copied).set_timesteps.__get__(copied)
 
 
 _PIPELINES: "weakref.WeakKeyDictionary[Any, Installation]" = weakref.WeakKeyDictionary()
