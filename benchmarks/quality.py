@@ -973,18 +973,22 @@ class Bench:
             for t in sorted(ts)[-2:]:
                 self.run(mag(t, 6))
 
-    def diffusers_taylorseer_rows(self) -> None:
+    def taylorseer(self, interval: int, lite: bool, compiled: bool = False) -> "DiffusersCache":
+        """diffusers' TaylorSeer (order 1, our warm-up) at ``interval``; compiled: under ``torch.compile``."""
         from diffusers import TaylorSeerCacheConfig
 
         a = self.args
-        runs = [(False, 2), (False, 4), (True, 2), (True, 3), (True, 5)] if not a.quick else [(True, 3)]
+        return DiffusersCache(
+            "diffusers TaylorSeer" + (" lite" if lite else "") + (" + torch.compile" if compiled else ""),
+            f"interval {interval}", dict(cache_interval=interval, lite=lite, disable_cache_before_step=a.warmup, max_order=1),
+            lambda: TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=a.warmup, max_order=1,
+                                          taylor_factors_dtype=self.dtype, use_lite_mode=lite),
+            compiled=compiled, schedule=lite_schedule(self.steps, a.warmup, interval) if compiled and lite else None)
+
+    def diffusers_taylorseer_rows(self) -> None:
+        runs = [(False, 2), (False, 4), (True, 2), (True, 3), (True, 5)] if not self.args.quick else [(True, 3)]
         for lite, interval in runs:
-            self.run(DiffusersCache(
-                "diffusers TaylorSeer" + (" lite" if lite else ""), f"interval {interval}",
-                dict(cache_interval=interval, lite=lite, disable_cache_before_step=a.warmup, max_order=1),
-                lambda lite=lite, interval=interval: TaylorSeerCacheConfig(
-                    cache_interval=interval, disable_cache_before_step=a.warmup, max_order=1,
-                    taylor_factors_dtype=self.dtype, use_lite_mode=lite)))  # fmt: skip
+            self.run(self.taylorseer(interval, lite))
 
     def calibrate(self, computed: int):
         def run():
@@ -1051,8 +1055,6 @@ class Bench:
                           compiled=True, Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=t,
                           max_warmup_steps=self.args.warmup))  # fmt: skip
         # The forecast rows against diffusers' TaylorSeer lite, each compiled (its schedules; FoCa on the outputs)
-        from diffusers import TaylorSeerCacheConfig
-
         a = self.args
         for interval in LITE_INTERVALS:
             mask = lite_schedule(S, a.warmup, interval)
@@ -1061,12 +1063,7 @@ class Bench:
                 self.run(DitFx(curve + " compiled + CUDA graphs", f"interval {interval} ({sum(mask)}/{S})",
                                dict(interval=interval, calibrator="FoCa on the output", mask=mask, step_source=source),
                                cfg, S, mask=mask, compiled=True), extra=dict(mask=mask))
-            self.run(DiffusersCache(
-                "diffusers TaylorSeer lite + torch.compile", f"interval {interval}",
-                dict(cache_interval=interval, lite=True, disable_cache_before_step=a.warmup, max_order=1),
-                lambda interval=interval: TaylorSeerCacheConfig(
-                    cache_interval=interval, disable_cache_before_step=a.warmup, max_order=1,
-                    taylor_factors_dtype=self.dtype, use_lite_mode=True), compiled=True, schedule=mask))  # fmt: skip
+            self.run(self.taylorseer(interval, lite=True, compiled=True))
 
 
 # ----------------------------------------------------------------------------------------- report

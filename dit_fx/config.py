@@ -139,13 +139,15 @@ class DBCacheConfig:
         On CUDA that read waits for the previous step's GPU work, so the host cannot queue ahead
         of the GPU: on the shipped model at batch 200, eager, the GPU idled 67 ms of a 0.785 s
         generation (``benchmarks/results/profile_forecast_h200.txt``). ``"calls"``: no read; every
-        call is a step (CFG branches by call parity with ``enable_separate_cfg=True``), and a
-        generation starts at ``dit_fx.reset`` / ``dit_fx.generation`` / a pipeline call, after
+        call is a step (``enable_separate_cfg``, required here: False, one call per step; True, the
+        calls of a step by the pipeline's branch names, else by call parity), and a generation
+        starts at ``dit_fx.reset`` / ``dit_fx.generation`` / a pipeline call, after
         ``num_inference_steps`` steps (required here) and when the hidden stream's shape changes,
         as diffusers' and cache-dit's caches count calls. A bare loop stopped early and started
-        again without ``dit_fx.reset`` is counted on as the old generation until its timestep,
-        copied without waiting, is checked (at the next call at the earliest): then one
-        ``RuntimeWarning`` and a new generation from there. Use it where every generation is marked.
+        again without ``dit_fx.reset`` is counted on as the old generation: its timestep, copied
+        without waiting and checked once landed, gives one ``RuntimeWarning`` saying so (placement
+        stays counted, so it is the same in every run and on every rank). Use it where every
+        generation is marked.
     """
 
     algorithm: ClassVar[str] = "dbcache"  # the strategy in dit_fx.algorithms
@@ -199,9 +201,10 @@ class DBCacheConfig:
                              "steps_computation_mask (Fn=0 has no residual to decide on: the mask decides; DBCache only)")
         if self.step_source not in STEP_SOURCES:
             raise ValueError(f"DBCacheConfig.step_source must be one of {STEP_SOURCES}, got {self.step_source!r}")
-        if self.step_source == "calls" and self.num_inference_steps is None:
+        if self.step_source == "calls" and (self.num_inference_steps is None or self.enable_separate_cfg is None):
             raise ValueError("DBCacheConfig.step_source='calls' needs num_inference_steps (counted calls restart after "
-                             "that many steps when a generation is not marked)")
+                             "that many steps when a generation is not marked) and enable_separate_cfg True or False "
+                             "(counting cannot tell a second CFG call of a step from the next step)")
         if self.force_refresh_step_hint is not None:
             _check_int("force_refresh_step_hint", self.force_refresh_step_hint, 1)
         if self.force_refresh_step_policy not in REFRESH_POLICIES:

@@ -159,7 +159,8 @@ def test_output_forecast_in_a_wan_pipeline_equals_diffusers_lite(step_source):
     dit_fx.optimize(pipe, dit_fx.DBCacheConfig(fn_blocks=0, steps_computation_mask=lite_schedule(steps, warmup, interval),
                                                steps_computation_policy="static", max_warmup_steps=warmup,
                                                calibrator=dit_fx.TaylorSeerConfig(order=1, cache_type="output"),
-                                               num_inference_steps=steps, step_source=step_source))
+                                               num_inference_steps=steps, step_source=step_source,
+                                               enable_separate_cfg=True))
     got = frames(pipe)
     assert torch.allclose(got, expected, rtol=0, atol=1e-6), float((got - expected).abs().max())
     stats = dit_fx.summary(pipe)["transformer"]

@@ -222,7 +222,7 @@ class _NoReads:
 
 
 def test_counted_calls_place_steps_without_reading_the_timestep():
-    loop = Loop(step_source="calls", num_inference_steps=3)
+    loop = Loop(step_source="calls", num_inference_steps=3, enable_separate_cfg=False)
     loop.ctx.host = _NoReads()
     ts = [900.0, 800.0, 700.0]
     loop.run(ts)
@@ -240,18 +240,19 @@ def test_counted_calls_with_separate_cfg_alternate_by_parity():
     assert [(g, s, b) for g, s, b, _ in loop.log] == [(1, 0, "cond"), (1, 0, "uncond"), (1, 1, "cond"), (1, 1, "uncond")]
 
 
-def test_counted_calls_find_an_unmarked_restart_late_and_say_so():
-    """The documented trade: a loop restarted early without dit_fx.reset is counted on until its
-    timestep, copied without waiting, is checked at a later call (the next one at the earliest):
-    then one warning, and a new generation from there. The timestep source finds it at once."""
+def test_counted_calls_warn_about_an_unmarked_restart_and_keep_counting():
+    """The documented trade: a loop restarted early without dit_fx.reset is counted on (placement
+    never depends on when a copy lands); its timestep, checked once landed, gives one warning.
+    The timestep source finds the restart itself."""
     ts = [900.0, 800.0, 700.0, 600.0]
-    counted, read = Loop(step_source="calls", num_inference_steps=6), Loop(num_inference_steps=6)
+    counted, read = (Loop(step_source="calls", num_inference_steps=6, enable_separate_cfg=False),
+                     Loop(num_inference_steps=6))
     with pytest.warns(RuntimeWarning, match="moved back at call 3 without dit_fx.reset") as caught:
         for loop in (counted, read):
             loop.run(ts[:2])
             loop.run(ts)  # restarted after two steps, unmarked
     assert len(caught) == 1
-    assert [(g, s) for g, s, _, _ in counted.log] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    assert [(g, s) for g, s, _, _ in counted.log] == [(1, k) for k in range(6)]
     assert [(g, s) for g, s, _, _ in read.log] == [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (2, 3)]
 
 
@@ -270,7 +271,8 @@ def test_counted_calls_equal_timestep_placement_on_a_marked_loop(tiny):
         model = spec.build()
         dit_fx.optimize(model, dit_fx.DBCacheConfig(
             fn_blocks=0, bn_blocks=0, steps_computation_mask=mask, steps_computation_policy="static", max_warmup_steps=2,
-            num_inference_steps=6, calibrator=dit_fx.FoCaConfig(cache_type="output"), step_source=source))
+            num_inference_steps=6, calibrator=dit_fx.FoCaConfig(cache_type="output"), step_source=source,
+            enable_separate_cfg=False))
         runs = []
         for _ in range(2):
             with dit_fx.generation(model):
@@ -287,4 +289,6 @@ def test_step_source_is_validated():
     with pytest.raises(ValueError, match="step_source"):
         DBCacheConfig(step_source="steps")
     with pytest.raises(ValueError, match="step_source='calls' needs num_inference_steps"):
-        DBCacheConfig(step_source="calls")
+        DBCacheConfig(step_source="calls", enable_separate_cfg=False)
+    with pytest.raises(ValueError, match="enable_separate_cfg True or False"):
+        DBCacheConfig(step_source="calls", num_inference_steps=4)

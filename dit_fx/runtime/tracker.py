@@ -41,8 +41,8 @@ class LateCheck:
     """``step_source="calls"``: each call's timestep, copied without waiting (CUDA: non-blocking into
     a few pinned buffers; a call finding them all in flight is not checked) and read once it has
     landed, a call or more later. A timestep moving against its generation's direction inside one
-    counted generation is a restart nobody marked (``StepTracker.advance`` then warns once and
-    starts a new generation). Nothing here waits for the GPU."""
+    counted generation is a restart nobody marked (``StepTracker.advance`` then warns once; the
+    placement itself stays counted). Nothing here waits for the GPU."""
 
     BUFFERS = 4
 
@@ -154,7 +154,7 @@ class StepTracker:
         direction = (1 if t > self._last_t else -1) if moved else 0
         new_generation = self._pending or (moved and self._direction != 0 and direction != self._direction)
         if self._late is not None and not new_generation:
-            new_generation = self._unmarked_restart()
+            self._warn_unmarked_restart()
         new_step = False
         if not new_generation:
             if cfg.enable_separate_cfg is False:
@@ -203,20 +203,19 @@ class StepTracker:
             self._late.push(self._late_timestep, self.generation, self.calls)
             self._late_timestep = None
 
-    def _unmarked_restart(self) -> bool:
-        """Counted calls: whether a landed timestep shows a restart the caller did not mark. The
-        calls since it were placed as later steps of the old generation; this one starts a new one."""
+    def _warn_unmarked_restart(self) -> None:
+        """Counted calls: warn once when a landed timestep shows a restart the caller did not mark.
+        Placement stays pure counting: when a copy lands depends on the GPU's progress, so acting on
+        it would make placement differ between runs and between ranks that must agree."""
         call = self._late.restart()
-        if call is None:
-            return False
-        if not self._late_warned:
-            self._late_warned = True
-            warnings.warn(
-                f"dit_fx: step_source='calls': the timestep moved back at call {call} without dit_fx.reset or "
-                "dit_fx.generation, so a new loop was counted as later steps of the last generation until now "
-                f"(call {self.calls + 1} starts a new one). Mark every generation, or use step_source='timestep'.",
-                RuntimeWarning, stacklevel=2)
-        return True
+        if call is None or self._late_warned:
+            return
+        self._late_warned = True
+        warnings.warn(
+            f"dit_fx: step_source='calls': the timestep moved back at call {call} without dit_fx.reset or "
+            "dit_fx.generation, so that loop is being counted as later steps of the previous generation (its cached "
+            "steps reuse that generation's state) until num_inference_steps ends it. Mark every generation, or use "
+            "step_source='timestep'.", RuntimeWarning, stacklevel=2)
 
     def _branch_name(self, index: int) -> str:
         if self.branch_hint is not None and self.config.enable_separate_cfg is not False:
