@@ -67,6 +67,13 @@ library's choice. Inductor's config is restored after each system either way
 quantization patches torchao's ``_choose_scale_float8`` process wide; the original is put back
 after that system.
 
+Variants of dit_fx fp8 (``EXPERIMENTS``, not in the default order; name them in ``--systems``):
+``dit_fx_fp8_calls`` (``step_source="calls"``: no host read of the timestep per call),
+``dit_fx_fp8_mod`` (``QuantizeConfig("fp8", modulation=True)``: the AdaLN Linears too) and
+``dit_fx_fp8_autotune`` (``inductor_options={"max_autotune_gemm": True}``: on the H200 one
+``scaled_mm`` shape alone took 107 s of autotuning, 106 choices, so its first call cannot meet
+the 60 s target; recorded in ``quantize_h200_flux_1024_variants.json`` as cut off).
+
 Time budget: ``--budget-s`` (default 520) from the script's start. A system is skipped (recorded
 with the reason) when less than its minimum is left, timed rounds stop early when the next one
 would not fit, and a watchdog writes the JSON, the plot and the table at the deadline (the system
@@ -155,10 +162,13 @@ SYSTEMS: Dict[str, str] = {
     "cache_dit_bf16": "cache-dit bf16 + DBCache + torch.compile",
     "dit_fx_fp8_separate": "dit_fx fp8 + DBCache + compile + CUDA graphs, Linears separate (fuse_linears=False)",
     "dit_fx_fp8_calls": "dit_fx fp8 + DBCache + compile + CUDA graphs, steps counted (step_source='calls')",
+    "dit_fx_fp8_autotune": "dit_fx fp8 + DBCache + compile + CUDA graphs, GEMMs autotuned (max_autotune_gemm)",
+    "dit_fx_fp8_mod": "dit_fx fp8 + DBCache + compile + CUDA graphs, modulation Linears fp8 too (modulation=True)",
 }
+EXPERIMENTS = ("dit_fx_fp8_calls", "dit_fx_fp8_autotune", "dit_fx_fp8_mod")  # dit_fx fp8 variants, measured beside it
 DEFAULT_ORDER = ["bf16_compile", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_fp8", "torchao_fp8_compile", "cache_dit_bf16"]
-FP8_SYSTEMS = {"torchao_fp8_compile", "cache_dit_fp8", "dit_fx_fp8", "dit_fx_fp8_separate", "dit_fx_fp8_calls"}
-CACHE_SYSTEMS = {"cache_dit_fp8", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_bf16", "dit_fx_fp8_separate", "dit_fx_fp8_calls"}
+FP8_SYSTEMS = {"torchao_fp8_compile", "cache_dit_fp8", "dit_fx_fp8", "dit_fx_fp8_separate", *EXPERIMENTS}
+CACHE_SYSTEMS = {"cache_dit_fp8", "dit_fx_bf16", "dit_fx_fp8", "cache_dit_bf16", "dit_fx_fp8_separate", *EXPERIMENTS}
 BF16_SYSTEMS = {"bf16_compile", "dit_fx_bf16", "cache_dit_bf16"}  # leave the shared bf16 model as built
 
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -186,7 +196,7 @@ WAN_SHAPES = {"full": (480, 832, 5), "small": (480, 832, 2), "tiny": (32, 32, 1)
 MIN_SECONDS = {
     "full": {"bf16_compile": 30, "dit_fx_bf16": 25, "dit_fx_fp8": 35, "cache_dit_fp8": 20,
              "torchao_fp8_compile": 20, "cache_dit_bf16": 20, "dit_fx_fp8_separate": 35,
-             "dit_fx_fp8_calls": 35},  # warm-cache H200 times (cold: up to ~2x)
+             "dit_fx_fp8_calls": 35, "dit_fx_fp8_autotune": 60, "dit_fx_fp8_mod": 35},  # warm-cache H200 times (cold: up to ~2x)
     "small": {k: 20 for k in SYSTEMS},
     "tiny": {k: 1 for k in SYSTEMS},
 }
@@ -194,7 +204,8 @@ MIN_SECONDS = {
 # run's step times scaled by the FLOPs (a computed bf16 step ~3.2x FLUX's), lower bounds again.
 WAN_MIN_SECONDS = {
     "full": {"bf16_compile": 60, "dit_fx_bf16": 45, "dit_fx_fp8": 55, "cache_dit_fp8": 40,
-             "torchao_fp8_compile": 50, "cache_dit_bf16": 40, "dit_fx_fp8_separate": 55, "dit_fx_fp8_calls": 55},
+             "torchao_fp8_compile": 50, "cache_dit_bf16": 40, "dit_fx_fp8_separate": 55, "dit_fx_fp8_calls": 55,
+             "dit_fx_fp8_autotune": 90, "dit_fx_fp8_mod": 55},
     "small": {k: 20 for k in SYSTEMS},
     "tiny": {k: 1 for k in SYSTEMS},
 }
@@ -761,7 +772,8 @@ class Bench:
         fn = self.compile_baseline(model, rec, teardown)
         return fn, lambda: None, None
 
-    def setup_dit_fx_bf16(self, model, rec, teardown, quantize=None, fuse_linears=None, step_source="timestep"):
+    def setup_dit_fx_bf16(self, model, rec, teardown, quantize=None, fuse_linears=None, step_source="timestep",
+                          inductor=None):
         cfg = self.dit_fx_config(step_source)
         kw: Dict[str, Any] = {} if fuse_linears is None else dict(fuse_linears=fuse_linears)
         if self.args.no_compile:
@@ -773,6 +785,8 @@ class Bench:
                 # tuning on process wide; inductor_options patches it off for the region compiles
                 # (they need compile=True spelled out; CUDA graphs stay at their default, on when compiled on CUDA)
                 kw.update(compile=True, inductor_options=dict(TUNING_OFF))
+        if inductor and not self.args.no_compile:
+            kw.update(compile=True, inductor_options={**kw.get("inductor_options", {}), **inductor})
         dit_fx.optimize(model, cfg, **kw)
         teardown.append(lambda: dit_fx.disable(model))
         rec["dit_fx_call"] = f"dit_fx.optimize(model, {cfg!r}, {kw})"
@@ -815,6 +829,13 @@ class Bench:
 
     def setup_dit_fx_fp8_calls(self, model, rec, teardown):
         return self.setup_dit_fx_bf16(model, rec, teardown, quantize="fp8", step_source="calls")
+
+    def setup_dit_fx_fp8_autotune(self, model, rec, teardown):
+        return self.setup_dit_fx_bf16(model, rec, teardown, quantize="fp8", inductor=dict(max_autotune_gemm=True))
+
+    def setup_dit_fx_fp8_mod(self, model, rec, teardown):
+        q = dit_fx.QuantizeConfig("fp8", modulation=True)
+        return self.setup_dit_fx_bf16(model, rec, teardown, quantize=q)
 
     def _cache_dit_common(self, model, rec, teardown, quantize_config=None):
         import cache_dit
@@ -964,8 +985,9 @@ class Bench:
             dit_fx_fp8_over_bf16_weight_bytes=ratio("dit_fx_fp8", "weight_bytes", "dit_fx_bf16", "weight_bytes"),
             dit_fx_fp8_over_separate_computed_step=ratio("dit_fx_fp8", "computed_ms", "dit_fx_fp8_separate", "computed_ms"),
             dit_fx_fp8_over_separate_e2e=ratio("dit_fx_fp8", "e2e_s", "dit_fx_fp8_separate", "e2e_s"),
-            dit_fx_fp8_calls_over_cache_dit_fp8_e2e=ratio("dit_fx_fp8_calls", "e2e_s", "cache_dit_fp8", "e2e_s"),
-            dit_fx_fp8_calls_over_dit_fx_fp8_e2e=ratio("dit_fx_fp8_calls", "e2e_s", "dit_fx_fp8", "e2e_s"),
+            **{f"{k}_over_cache_dit_fp8_e2e": ratio(k, "e2e_s", "cache_dit_fp8", "e2e_s") for k in EXPERIMENTS},
+            **{f"{k}_over_dit_fx_fp8_e2e": ratio(k, "e2e_s", "dit_fx_fp8", "e2e_s") for k in EXPERIMENTS},
+            **{f"{k}_over_dit_fx_fp8_computed_step": ratio(k, "computed_ms", "dit_fx_fp8", "computed_ms") for k in EXPERIMENTS},
         )
         first = get("dit_fx_fp8", "first_call_s")
         targets = dict(

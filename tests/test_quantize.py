@@ -127,6 +127,25 @@ def test_modulation_and_layers_outside_the_blocks_stay_high_precision(tiny):
     assert "transformer_blocks.0.ff.net.2" in chosen and not pending(custom)
 
 
+def test_modulation_true_quantizes_the_modulation_layers_too_and_matches_torchao(tiny):
+    spec = tiny("flux")
+    steps = make_trajectory("flux", 3)
+    dims = _input_dims(spec.build(), steps[0])
+    model = spec.build()
+    reference = spec.build()
+    dit_fx.quantize(model, dit_fx.QuantizeConfig("int8_weight_only", modulation=True), inputs=steps[0])
+    assert set(quantized_layers(model)) == set(dims)  # every block Linear, the 2-D-input ones included
+    names = set(dims)
+    quantize_(reference, Int8WeightOnlyConfig(), filter_fn=lambda module, fqn: fqn in names)
+    with torch.no_grad():
+        for kwargs in steps:
+            torch.testing.assert_close(model(**kwargs)[0], reference(**kwargs)[0], rtol=0, atol=0)
+    assert dit_fx.QuantizeConfig("int8", modulation=True) == CompileOptions(
+        quantize={"kind": "int8", "modulation": True}).quantize
+    with pytest.raises(ValueError, match="quantize.modulation"):
+        dit_fx.QuantizeConfig("int8", modulation="yes")
+
+
 def test_already_quantized_model_is_left_alone(tiny):
     spec = tiny("flux")
     steps = make_trajectory("flux", 4)
