@@ -21,8 +21,10 @@ SSIM: Wang et al. 2004, Gaussian window 11x11 with sigma 1.5, K1 = 0.01, K2 = 0.
 filtering (no padding), averaged over pixels and channels; both sides must be at least 11x11.
 
 FID: ``fid(real, fake, features=module)``: ``module`` maps a float batch ``[N, C, H, W]`` to
-features ``[N, D]`` (an Inception network for the standard FID; nothing is downloaded here).
-LPIPS and CLIP score need pretrained weights and are not built in.
+features ``[N, D]``; ``InceptionFeatures(weights_path)`` is the standard FID network
+(torch-fidelity's). LPIPS (``load_lpips`` + ``lpips_distance``, the ``lpips`` package) and CLIP
+score (``clip_score``, torchmetrics + transformers) likewise take weights from a path you give;
+a missing one raises ``FileNotFoundError`` naming it. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -298,6 +300,147 @@ def fid(real: Any, fake: Any, features: torch.nn.Module) -> float:
     if not isinstance(features, torch.nn.Module):
         raise ValueError(f"features must be an nn.Module mapping images to [N, D], got {type(features).__name__}")
     return frechet_distance(_features(real, features, "real"), _features(fake, features, "fake"))
+
+
+# ----------------------------------------------------------------------------- learned metrics
+# LPIPS, Inception features for FID and CLIP score run through the libraries that define them
+# (``lpips``, ``torch-fidelity``, ``torchmetrics`` + ``transformers``), always on weights from a
+# path you give: nothing is downloaded. ``pip install dit_fx[metrics]`` adds torchmetrics and
+# transformers only: lpips and torch-fidelity need a torchvision built for your torch, which pip
+# would otherwise pick by upgrading torch; install them beside the torchvision that matches it.
+
+
+def _weights_path(path: Any, what: str, how: str, folder: bool = False) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"{what} weights must be a path, got {type(path).__name__}")
+    path = os.fspath(path)
+    exists = os.path.isfile(os.path.join(path, "config.json")) if folder else os.path.isfile(path)
+    if not exists:
+        missing = os.path.join(path, "config.json") if folder and os.path.isdir(path) else path
+        raise FileNotFoundError(f"{what} weights: no such {'folder with config.json' if folder else 'file'}: "
+                                f"{missing!r} (dit_fx downloads nothing; {how})")
+    return path
+
+
+def _library(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # torchvision built for another torch fails with RuntimeError, not ImportError
+        raise ImportError(f"this metric needs {package} (and, for lpips / torch-fidelity, a torchvision built for "
+                          f"this torch): "
+                          f"import {module} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _unit_images(x: Any, name: str) -> torch.Tensor:
+    """``[N, C, H, W]`` float32 in [0, 1] (uint8 divided by 255; floats taken as [0, 1])."""
+    t = _as_tensor(x, name)
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    if t.dim() != 4:
+        raise ValueError(f"{name} must be an image [C, H, W] or a batch [N, C, H, W], got shape {tuple(t.shape)}")
+    if t.dtype == torch.uint8:
+        return t.to(torch.float32) / 255.0
+    if not t.dtype.is_floating_point:
+        raise ValueError(f"{name} must be uint8 or floating images in [0, 1], got {t.dtype}")
+    return t.to(torch.float32)
+
+
+LPIPS_NETS = ("alex", "vgg", "squeeze")
+
+
+def load_lpips(weights: Any, net: str = "alex") -> torch.nn.Module:
+    """The ``lpips`` package's ``LPIPS(net=net)`` with every weight (backbone and linear heads)
+    from ``weights``: a ``state_dict`` file, made once where a hub is reachable with
+    ``torch.save(lpips.LPIPS(net=net).state_dict(), path)``. Built with ``pnet_rand=True`` and
+    ``pretrained=False`` so nothing is fetched, then loaded strictly."""
+    if net not in LPIPS_NETS:
+        raise ValueError(f"net must be one of {LPIPS_NETS}, got {net!r}")
+    path = _weights_path(weights, f"LPIPS ({net})", f"save lpips.LPIPS(net={net!r}).state_dict() to it")
+    lpips = _library("lpips", "lpips")
+    model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return model.eval()
+
+
+def lpips_distance(a: Any, b: Any, model: torch.nn.Module) -> torch.Tensor:
+    """LPIPS of each pair (``[N]``; lower is closer) with a model from ``load_lpips``; images in
+    [0, 1] (or uint8), shapes as for ``psnr``, grey images repeated to 3 channels."""
+    ta, tb = _unit_images(a, "a"), _unit_images(b, "b")
+    if ta.shape != tb.shape:
+        raise ValueError(f"b has shape {tuple(tb.shape)} but a has {tuple(ta.shape)}")
+    if ta.shape[1] == 1:
+        ta, tb = ta.expand(-1, 3, -1, -1), tb.expand(-1, 3, -1, -1)
+    param = next(model.parameters())
+    with torch.no_grad():
+        out = model(ta.to(param), tb.to(param), normalize=True)  # normalize: [0, 1] -> [-1, 1]
+    return out.flatten().to(torch.float64).cpu()
+
+
+class InceptionFeatures(torch.nn.Module):
+    """torch-fidelity's FID Inception-v3 (``inception-v3-compat``, the network of the standard
+    FID) on weights from a file (its ``pt_inception-2015-12-05`` state dict), as a feature module
+    for ``fid``: float images in [0, 1] ``[N, C, H, W]`` to ``[N, 2048]`` pool features (grey
+    repeated to RGB; torch-fidelity resizes to 299 itself)."""
+
+    def __init__(self, weights: Any):
+        super().__init__()
+        path = _weights_path(weights, "Inception-v3 (FID)", "torch-fidelity's pt_inception-2015-12-05 .pth file")
+        fidelity = _library("torch_fidelity.feature_extractor_inceptionv3", "torch-fidelity")
+        self.net = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                        feature_extractor_weights_path=path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)  # the extractor takes uint8 images
+        return self.net(x)[0].reshape(x.shape[0], -1)
+
+
+class _ClipFeatures(torch.nn.Module):
+    """A CLIPModel whose ``get_*_features`` return the projected embeddings as tensors: from
+    transformers 5 they return a model output (``pooler_output`` holds them), which torchmetrics
+    1.9 divides by its norm as if it were a tensor."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    @staticmethod
+    def _tensor(out: Any) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def get_image_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
+def clip_score(images: Any, prompts: Sequence[str], model: Any) -> float:
+    """CLIP score (torchmetrics': ``max(mean(100 * cos(image, text)), 0)``) of ``images``
+    (``[N, C, H, W]``, [0, 1] floats or uint8) against one prompt each. ``model``: a local folder
+    that ``transformers.CLIPModel`` / ``CLIPProcessor.from_pretrained`` read (``save_pretrained``
+    of both), loaded with ``local_files_only``."""
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a list of strings, one per image")
+    path = _weights_path(model, "CLIP", "save_pretrained a CLIPModel and its CLIPProcessor there", folder=True)
+    imgs = _unit_images(images, "images")
+    if imgs.shape[0] != len(prompts):
+        raise ValueError(f"prompts: {len(prompts)} for {imgs.shape[0]} images")
+    if imgs.shape[1] == 1:
+        imgs = imgs.expand(-1, 3, -1, -1)
+    transformers = _library("transformers", "transformers")
+    functional = _library("torchmetrics.functional.multimodal", "torchmetrics")
+
+    def load():
+        return (_ClipFeatures(transformers.CLIPModel.from_pretrained(path, local_files_only=True).eval()),
+                transformers.CLIPProcessor.from_pretrained(path, local_files_only=True))
+
+    pixels = (imgs * 255).round().to(torch.uint8)  # the processor rescales by 1/255 itself
+    with torch.no_grad():
+        return float(functional.clip_score(list(pixels), list(prompts), model_name_or_path=load))
 
 
 # ----------------------------------------------------------------------------- CLI
