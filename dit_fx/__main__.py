@@ -19,7 +19,7 @@ commands:
             [--model auto|trained|random] [--steps N] [--threshold T] [--rounds R] [--classes 0,1,7,8]
             [--png PATH] [--dump-dir DIR] [--assets DIR]
   matrix    the supported diffusers transformer families, as a markdown table (docs/models.md)
-  metrics   PSNR / SSIM / MSE of A against B (image folders or files, .pt, .npy)
+  metrics   PSNR / SSIM / MSE of A against B (image folders or files, .pt, .npy); LPIPS / FID / CLIP on your weights
             A B [--data-range L] [--json PATH|-] [--per-item]
 
 python -m dit_fx demo --help, python -m dit_fx metrics --help: every option of those commands."""
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
 
         try:
             metrics_main(rest)
-        except ValueError as exc:
+        except (ValueError, FileNotFoundError, ImportError) as exc:  # bad input, missing weights, missing library
             raise SystemExit(f"dit_fx metrics: {exc}") from exc
     else:
         raise SystemExit(f"unknown command {command!r}; available: demo, matrix, metrics (python -m dit_fx --help)")

@@ -175,11 +175,14 @@ class Comparison:
     psnr: float  # mean over the differing pairs; inf when every pair is identical
     ssim: Optional[float]  # None when the images are smaller than the SSIM window
     per_item: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    learned: Dict[str, float] = field(default_factory=dict)  # the CLI's LPIPS / FID / CLIP numbers, when asked
 
     def as_dict(self) -> Dict[str, Any]:
         """JSON-ready: an infinite PSNR becomes the string ``"inf"``."""
         clean = lambda v: "inf" if isinstance(v, float) and math.isinf(v) else v  # noqa: E731
-        out = {k: clean(v) for k, v in self.__dict__.items() if k != "per_item"}
+        out = {k: clean(v) for k, v in self.__dict__.items() if k not in ("per_item", "learned")}
+        if self.learned:
+            out["learned"] = dict(self.learned)
         out["per_item"] = {n: {k: clean(v) for k, v in m.items()} for n, m in self.per_item.items()}
         return out
 
@@ -262,10 +265,8 @@ def compare_paths(a: str, b: str, data_range: Optional[float] = None) -> Compari
 # ----------------------------------------------------------------------------- FID
 
 
-def _features(x: Any, module: torch.nn.Module, name: str) -> torch.Tensor:
-    t = _as_tensor(x, name)
-    if t.dim() != 4:
-        raise ValueError(f"{name} must be a batch [N, C, H, W] of images, got shape {tuple(t.shape)}")
+def _run_features(t: torch.Tensor, module: torch.nn.Module, name: str) -> torch.Tensor:
+    """``module(t)`` as float64 ``[N, D]`` on the CPU (``t`` moved to the module's device/dtype)."""
     param = next(module.parameters(), None)
     t = t.to(torch.float32 if param is None else param.dtype)
     if param is not None:
@@ -274,9 +275,17 @@ def _features(x: Any, module: torch.nn.Module, name: str) -> torch.Tensor:
         feats = module(t)
     if not isinstance(feats, torch.Tensor) or feats.dim() != 2 or feats.shape[0] != t.shape[0]:
         raise ValueError(f"features must map [N, C, H, W] to [N, D]; got {getattr(feats, 'shape', type(feats).__name__)} for {name}")
+    return feats.detach().to(torch.float64).cpu()
+
+
+def _features(x: Any, module: torch.nn.Module, name: str) -> torch.Tensor:
+    t = _as_tensor(x, name)
+    if t.dim() != 4:
+        raise ValueError(f"{name} must be a batch [N, C, H, W] of images, got shape {tuple(t.shape)}")
+    feats = _run_features(t, module, name)
     if feats.shape[0] < 2:
         raise ValueError(f"{name}: FID needs at least 2 images")
-    return feats.detach().to(torch.float64).cpu()
+    return feats
 
 
 def _sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
@@ -420,17 +429,18 @@ class _ClipFeatures(torch.nn.Module):
 
 def clip_score(images: Any, prompts: Sequence[str], model: Any) -> float:
     """CLIP score (torchmetrics': ``max(mean(100 * cos(image, text)), 0)``) of ``images``
-    (``[N, C, H, W]``, [0, 1] floats or uint8) against one prompt each. ``model``: a local folder
+    (``[N, C, H, W]``, or a list of images of any sizes; [0, 1] floats or uint8) against one
+    prompt each. ``model``: a local folder
     that ``transformers.CLIPModel`` / ``CLIPProcessor.from_pretrained`` read (``save_pretrained``
     of both), loaded with ``local_files_only``."""
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts must be a list of strings, one per image")
     path = _weights_path(model, "CLIP", "save_pretrained a CLIPModel and its CLIPProcessor there", folder=True)
-    imgs = _unit_images(images, "images")
-    if imgs.shape[0] != len(prompts):
-        raise ValueError(f"prompts: {len(prompts)} for {imgs.shape[0]} images")
-    if imgs.shape[1] == 1:
-        imgs = imgs.expand(-1, 3, -1, -1)
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    imgs = [im for item in items for im in _unit_images(item, "images")]  # each [C, H, W]; sizes may differ
+    if len(imgs) != len(prompts):
+        raise ValueError(f"prompts: {len(prompts)} for {len(imgs)} images")
+    imgs = [im.expand(3, -1, -1) if im.shape[0] == 1 else im for im in imgs]
     transformers = _library("transformers", "transformers")
     functional = _library("torchmetrics.functional.multimodal", "torchmetrics")
 
@@ -438,30 +448,88 @@ def clip_score(images: Any, prompts: Sequence[str], model: Any) -> float:
         return (_ClipFeatures(transformers.CLIPModel.from_pretrained(path, local_files_only=True).eval()),
                 transformers.CLIPProcessor.from_pretrained(path, local_files_only=True))
 
-    pixels = (imgs * 255).round().to(torch.uint8)  # the processor rescales by 1/255 itself
+    pixels = [(im * 255).round().to(torch.uint8) for im in imgs]  # the processor rescales by 1/255 itself
     with torch.no_grad():
-        return float(functional.clip_score(list(pixels), list(prompts), model_name_or_path=load))
+        return float(functional.clip_score(pixels, list(prompts), model_name_or_path=load))
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
+def _image_pairs(a: str, b: str) -> Tuple[List[str], List[torch.Tensor], List[torch.Tensor]]:
+    """Names and the two sides as lists of ``[N, C, H, W]`` images in [0, 1] (one per file)."""
+    if os.path.isdir(a) or os.path.isdir(b):
+        names = paired_names(a, b)
+        return (names, [_unit_images(os.path.join(a, n), "a") for n in names],
+                [_unit_images(os.path.join(b, n), "b") for n in names])
+    return [os.path.basename(a)], [_unit_images(a, "a")], [_unit_images(b, "b")]
+
+
+def _prompts(path: str, names: Sequence[str]) -> List[str]:
+    """``--prompts``: a JSON object of file name -> prompt (one per pair), or one string for a
+    single pair."""
+    with open(path) as f:
+        data = json.load(f)
+    if isinstance(data, str) and len(names) == 1:
+        return [data]
+    if not isinstance(data, dict):
+        raise ValueError(f"prompts: {path!r} must hold a JSON object of file name -> prompt")
+    missing = [n for n in names if not isinstance(data.get(n), str)]
+    if missing:
+        raise ValueError(f"prompts: no prompt for {missing[:5]} in {path!r}")
+    return [data[n] for n in names]
+
+
+def learned(args: Any, names: Sequence[str], xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> Dict[str, float]:
+    """The CLI's ``--lpips`` / ``--fid-inception`` / ``--clip`` numbers over the pairs."""
+    out: Dict[str, float] = {}
+    if args.lpips:
+        model = load_lpips(args.lpips, args.lpips_net)
+        values = torch.cat([lpips_distance(x, y, model) for x, y in zip(xs, ys)])
+        out["lpips"] = float(values.mean())
+    if args.fid_inception:
+        feats = InceptionFeatures(args.fid_inception)
+        fa = torch.cat([_run_features(x, feats, "a") for x in xs])
+        fb = torch.cat([_run_features(y, feats, "b") for y in ys])
+        if fa.shape[0] < 2:
+            raise ValueError("fid_inception: FID needs at least 2 images a side")
+        out["fid"] = frechet_distance(fa, fb)
+    if args.clip:
+        if not args.prompts:
+            raise ValueError("prompts: --clip needs --prompts (a JSON object of file name -> prompt)")
+        texts = _prompts(args.prompts, names)
+        out["clip_score_a"] = clip_score(list(xs), texts, args.clip)
+        out["clip_score_b"] = clip_score(list(ys), texts, args.clip)
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Comparison:
-    """``python -m dit_fx metrics A B [--data-range L] [--json PATH|-] [--per-item]``."""
+    """``python -m dit_fx metrics A B [--data-range L] [--json PATH|-] [--per-item]
+    [--lpips WEIGHTS [--lpips-net NET]] [--fid-inception WEIGHTS] [--clip FOLDER --prompts JSON]``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m dit_fx metrics", description="PSNR / SSIM / MSE of A against B")
+    parser = argparse.ArgumentParser(prog="python -m dit_fx metrics", description="PSNR / SSIM / MSE of A against B, "
+                                     "and LPIPS / FID / CLIP score on weights you give")
     parser.add_argument("a", help="folder of images (paired by file name with B), image file, .pt or .npy")
     parser.add_argument("b")
     parser.add_argument("--data-range", type=float, default=None, help="value range L (default: 255 for uint8, 1 for floats)")
     parser.add_argument("--json", default=None, help="write the numbers as JSON to this file ('-': stdout)")
     parser.add_argument("--per-item", action="store_true", help="print every pair's numbers too")
+    parser.add_argument("--lpips", default=None, metavar="WEIGHTS", help="LPIPS state dict file (see load_lpips): mean LPIPS")
+    parser.add_argument("--lpips-net", default="alex", choices=LPIPS_NETS)
+    parser.add_argument("--fid-inception", default=None, metavar="WEIGHTS",
+                        help="torch-fidelity's Inception .pth: FID of A's images against B's")
+    parser.add_argument("--clip", default=None, metavar="FOLDER", help="local CLIP save_pretrained folder: CLIP score of A and of B")
+    parser.add_argument("--prompts", default=None, help="JSON object of file name -> prompt (for --clip)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     result = compare_paths(args.a, args.b, args.data_range)
     print(result.line())
     if args.per_item:
         for name, m in result.per_item.items():
             print(f"  {name}: " + "  ".join(f"{k} {v:.6g}" for k, v in m.items()))
+    if args.lpips or args.fid_inception or args.clip:
+        result.learned = learned(args, *_image_pairs(args.a, args.b))
+        print("  ".join(f"{k} {v:.6g}" for k, v in result.learned.items()))
     if args.json:
         text = json.dumps(result.as_dict(), indent=2, allow_nan=False)
         if args.json == "-":

@@ -118,3 +118,76 @@ def test_inception_features_feed_fid(tmp_path, monkeypatch):
     torch.testing.assert_close(got, expected)
     assert got.shape == (4, 2048)
     assert abs(metrics.fid(real, real, feats)) < 1e-6 and metrics.fid(real, fake, feats) > 0
+
+
+def _two_folders(tmp_path, n=3, size=32):
+    from PIL import Image
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    rng = torch.Generator().manual_seed(2)
+    for i in range(n):
+        img = (torch.rand(size, size, 3, generator=rng) * 255).to(torch.uint8)
+        Image.fromarray(img.numpy()).save(a / f"{i}.png")
+        noisy = (img.float() + 40 * torch.rand(size, size, 3, generator=rng)).clamp(0, 255).to(torch.uint8)
+        Image.fromarray(noisy.numpy()).save(b / f"{i}.png")
+    return a, b
+
+
+def test_cli_clip_score_of_both_folders(tmp_path):
+    pytest.importorskip("torchmetrics")
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    _tiny_clip(clip)
+    a, b = _two_folders(tmp_path)
+    prompts = {"0.png": "a bag", "1.png": "a coat", "2.png": "sandals"}
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    out = tmp_path / "m.json"
+    result = metrics.main([str(a), str(b), "--clip", str(clip), "--prompts", str(tmp_path / "prompts.json"),
+                           "--json", str(out)])
+    names = sorted(prompts)
+    expected_a = metrics.clip_score([str(a / n) for n in names], [prompts[n] for n in names], clip)
+    expected_b = metrics.clip_score([str(b / n) for n in names], [prompts[n] for n in names], clip)
+    assert result.learned["clip_score_a"] == pytest.approx(expected_a, rel=1e-6)
+    assert result.learned["clip_score_b"] == pytest.approx(expected_b, rel=1e-6)
+    assert expected_a != expected_b  # the noise moved the images
+    assert json.loads(out.read_text())["learned"]["clip_score_a"] == pytest.approx(expected_a, rel=1e-6)
+    (tmp_path / "prompts.json").write_text(json.dumps({"0.png": "a bag"}))
+    with pytest.raises(ValueError, match="prompts: no prompt for \\['1.png', '2.png'\\]"):
+        metrics.main([str(a), str(b), "--clip", str(clip), "--prompts", str(tmp_path / "prompts.json")])
+    with pytest.raises(ValueError, match="prompts: --clip needs --prompts"):
+        metrics.main([str(a), str(b), "--clip", str(clip)])
+
+
+class _FakeLpips(torch.nn.Module):
+    """Stands in for lpips.LPIPS in the CLI's wiring test: mean absolute difference per pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x, y, normalize=False):
+        return (self.w * (x - y).abs()).flatten(1).mean(1).reshape(-1, 1, 1, 1)
+
+
+def _load(path):
+    import numpy as np
+    from PIL import Image
+
+    return torch.from_numpy(np.asarray(Image.open(path)).copy()).permute(2, 0, 1).float() / 255
+
+
+def test_cli_lpips_and_fid_wiring(tmp_path, monkeypatch):
+    a, b = _two_folders(tmp_path)
+    feats = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 4))
+    seen = {}
+    monkeypatch.setattr(metrics, "load_lpips", lambda path, net: seen.setdefault("lpips", (path, net)) and _FakeLpips())
+    monkeypatch.setattr(metrics, "InceptionFeatures", lambda path: seen.setdefault("fid", path) and feats)
+    result = metrics.main([str(a), str(b), "--lpips", "w.pth", "--lpips-net", "vgg", "--fid-inception", "i.pth"])
+    assert seen == {"lpips": ("w.pth", "vgg"), "fid": "i.pth"}
+    names = ["0.png", "1.png", "2.png"]
+    xa, xb = (torch.stack([_load(folder / n) for n in names]) for folder in (a, b))
+    assert result.learned["lpips"] == pytest.approx(float((xa - xb).abs().flatten(1).mean(1).mean()), rel=1e-6)
+    assert result.learned["fid"] == pytest.approx(metrics.fid(xa, xb, feats), rel=1e-6)
+    assert result.learned["fid"] > 0 and result.learned["lpips"] > 0
