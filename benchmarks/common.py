@@ -140,6 +140,44 @@ def build_pixart(cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, 
         return PixArtTransformer2DModel(**cfg).to(dtype).eval().requires_grad_(False)
 
 
+# Wan 2.1 T2V 14B: diffusers' WanTransformer3DModel defaults, spelled out (quantize.py, parallel_scaling.py).
+WAN_14B_CONFIG: Dict[str, Any] = dict(
+    patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128, in_channels=16, out_channels=16,
+    text_dim=4096, freq_dim=256, ffn_dim=13824, num_layers=40, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+    eps=1e-6, image_dim=None, added_kv_proj_dim=None, rope_max_seq_len=1024,
+)
+
+def build_wan(cfg: Dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
+    """A ``WanTransformer3DModel`` built like ``common.build_flux`` (``common.build_on_device``),
+    its RoPE tables (buffers, computed in float64 at construction) left fp32."""
+    from diffusers import WanTransformer3DModel
+
+    return build_on_device(WanTransformer3DModel, cfg, device, dtype, seed, cast_buffers=False)
+
+
+def wan_shape(cfg: Dict[str, Any], height: int, width: int, frames: int) -> Dict[str, Any]:
+    """Latent shape and token counts of a ``height`` x ``width`` px video with ``frames`` latent frames."""
+    pt, ph, pw = cfg["patch_size"]
+    lat = [1, cfg["in_channels"], frames, height // 8, width // 8]
+    per_frame = (lat[3] // ph) * (lat[4] // pw)
+    return dict(height_px=height, width_px=width, latent_frames=frames, video_frames=4 * (frames - 1) + 1,
+                latent_shape=lat, patch_size=list(cfg["patch_size"]), tokens_per_latent_frame=per_frame,
+                video_tokens=(frames // pt) * per_frame)
+
+
+def wan_inputs(shape: Dict[str, Any], cfg: Dict[str, Any], text_tokens: int, device: torch.device,
+               dtype: torch.dtype, seed: int = 0) -> Dict[str, Any]:
+    """``WanPipeline``-shaped inputs but the timestep: latents [1, 16, F, H/8, W/8], text
+    embeddings [1, text_tokens, text_dim] (random, like the FLUX inputs)."""
+    g = torch.Generator(device="cpu").manual_seed(seed + shape["height_px"] * 7 + shape["width_px"])
+
+    def rnd(*s):
+        return torch.randn(*s, generator=g).to(device=device, dtype=dtype)
+
+    return dict(hidden_states=rnd(*shape["latent_shape"]), encoder_hidden_states=rnd(1, text_tokens, cfg["text_dim"]),
+                return_dict=False)
+
+
 def flux_inputs(size: int, cfg: Dict[str, Any], text_tokens: int, device: torch.device,
                 dtype: torch.dtype, seed: int = 0) -> Dict[str, Any]:
     """FLUX pipeline-shaped inputs: VAE /8 then 2x2 packing -> (size/16)^2 image tokens."""

@@ -12,6 +12,8 @@ Systems (``SYSTEMS``):
 - ``cache_dit_ulysses`` / ``cache_dit_ring``: ``cache_dit.enable_cache(model, cache_config,
   parallelism_config=cache_dit.ParallelismConfig(ulysses_size=N | ring_size=N))``, then
   ``torch.compile(model)``;
+- ``dit_fx_cfg`` (with ``--guidance``, on 2 GPUs): ``ParallelConfig(cfg=2)``, the cond and uncond
+  halves of the batched CFG call on one GPU each;
 - ``diffusers_ulysses``: diffusers' native ``model.enable_parallelism(config=ContextParallelConfig(
   ulysses_degree=N))`` + ``torch.compile``, no cache (what CP alone gives).
 On one GPU every system runs unsharded (its 1-GPU time is the scaling baseline); the hybrid needs
@@ -28,14 +30,19 @@ declared dependencies): install it, or carry its wheel to the GPU machine.
 
     python benchmarks/parallel_scaling.py --gpus 1 2 4 8                     # FLUX.1-dev-sized, 1024²
     python benchmarks/parallel_scaling.py --size 2048 --gpus 1 8 --out /tmp/p.json
+    python benchmarks/parallel_scaling.py --model wan --steps 50 --gpus 1 2 4 8              # Wan-14B-sized, 480p, 81 frames
+    python benchmarks/parallel_scaling.py --model wan --height 720 --width 1280 --steps 50
     python benchmarks/parallel_scaling.py --preset tiny --device cpu --gpus 1 2 --no-compile   # gloo smoke run
 
 Decisions: the static mask of ``quantize.py`` (13 of 28 computed, F8B0 at the full preset) so the
 cache makes the same choices on every system and GPU count (``--policy dynamic`` uses the
 threshold instead: the decision is then all-reduced over the ranks, and the cached steps must
 still agree); NVLink multicast stays off (``NCCL_NVLS_ENABLE=0``, the device notes say why); the
-model is rebuilt for each system (each library changes the modules it parallelizes). Wan is not
-in this script yet.
+model is rebuilt for each system (each library changes the modules it parallelizes). Steps other
+than 28 use a mask computing the first 4 steps and every odd one (about half, like the 28-step
+mask's 13). Wan: ``WanTransformer3DModel`` from ``common.WAN_14B_CONFIG``, inputs as ``WanPipeline``
+passes them; ``--guidance G`` makes every system's loop batched CFG (cond + uncond as one call of
+batch 2, the uncond text a second random draw), as WanPipeline runs it.
 """
 
 from __future__ import annotations
@@ -53,12 +60,16 @@ from common import (  # noqa: E402  (puts the repo root on sys.path)
     FLUX_DEV_CONFIG,
     RESULTS,
     TINY_FLUX_CONFIG,
+    WAN_14B_CONFIG,
     build_flux,
+    build_wan,
     environment,
     flow_sampler,
     flux_inputs,
     log,
     median,
+    wan_inputs,
+    wan_shape,
     write_json,
 )
 
@@ -70,22 +81,33 @@ SYSTEMS: Dict[str, str] = {
     "dit_fx_ulysses": "dit_fx Ulysses + DBCache + compile + CUDA graphs",
     "dit_fx_ring": "dit_fx ring + DBCache + compile + CUDA graphs",
     "dit_fx_hybrid": "dit_fx Ulysses 2 x ring N/2 + DBCache + compile + CUDA graphs",
+    "dit_fx_cfg": "dit_fx CFG parallel (cond / uncond on 2 GPUs) + DBCache + compile + CUDA graphs",
     "cache_dit_ulysses": "cache-dit Ulysses + DBCache + torch.compile",
     "cache_dit_ring": "cache-dit ring + DBCache + torch.compile",
     "diffusers_ulysses": "diffusers native CP (Ulysses) + torch.compile, no cache",
 }
-CACHED = {"dit_fx_ulysses", "dit_fx_ring", "dit_fx_hybrid", "cache_dit_ulysses", "cache_dit_ring"}
-PRESETS = {"full": FLUX_DEV_CONFIG, "tiny": TINY_FLUX_CONFIG}
+CACHED = {"dit_fx_ulysses", "dit_fx_ring", "dit_fx_hybrid", "dit_fx_cfg", "cache_dit_ulysses", "cache_dit_ring"}
+PRESETS = {"flux": {"full": FLUX_DEV_CONFIG, "tiny": TINY_FLUX_CONFIG},
+           "wan": {"full": WAN_14B_CONFIG,
+                   "tiny": dict(WAN_14B_CONFIG, num_layers=2, num_attention_heads=2, attention_head_dim=16, text_dim=32,
+                                freq_dim=32, ffn_dim=64)}}
+WAN_VIDEO = {"full": (480, 832, 21), "tiny": (32, 32, 2)}  # height px, width px, latent frames (21: 81 frames)
 MASK_28 = (1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 1)  # quantize.py's
 
 
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=list(PRESETS), default="full")
-    ap.add_argument("--size", type=int, default=None, help="pixels (default 1024; tiny 64)")
+    ap.add_argument("--model", choices=list(PRESETS), default="flux")
+    ap.add_argument("--preset", choices=["full", "tiny"], default="full")
+    ap.add_argument("--size", type=int, default=None, help="FLUX: pixels (default 1024; tiny 64)")
+    ap.add_argument("--height", type=int, default=None, help="Wan: video height px (default 480; 720p: 720)")
+    ap.add_argument("--width", type=int, default=None, help="Wan: video width px (default 832; 720p: 1280)")
+    ap.add_argument("--frames", type=int, default=None, help="Wan: latent frames (default 21 = 81 video frames)")
     ap.add_argument("--text-tokens", type=int, default=None, help="default 512; tiny 8")
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--fn", type=int, default=None, help="Fn compute blocks (default 8; tiny 1)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance scale: every system runs cond + uncond as one batch of 2 (Wan)")
     ap.add_argument("--policy", choices=["static", "dynamic"], default="static")
     ap.add_argument("--threshold", type=float, default=0.08, help="residual diff threshold (--policy dynamic)")
     ap.add_argument("--gpus", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -99,10 +121,12 @@ def parse(argv=None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     tiny = a.preset == "tiny"
     a.size = a.size or (64 if tiny else 1024)
+    h, w, f = WAN_VIDEO[a.preset]
+    a.height, a.width, a.frames = a.height or h, a.width or w, a.frames or f
     a.text_tokens = a.text_tokens or (8 if tiny else 512)
     a.fn = a.fn if a.fn is not None else (1 if tiny else 8)
     a.dtype = a.dtype or ("fp32" if a.device == "cpu" else "bf16")
-    a.out = a.out or os.path.join(RESULTS, f"parallel_scaling_{a.device}.json")
+    a.out = a.out or os.path.join(RESULTS, f"parallel_scaling_{a.model}_{a.device}.json")
     a.plot = os.path.splitext(a.out)[0] + ".png" if a.plot is None else a.plot
     a.mask = list(MASK_28) if a.steps == 28 else [1 if i < 4 or i % 2 else 0 for i in range(a.steps)]
     if a.device == "cuda":
@@ -146,6 +170,8 @@ def degrees(key: str, n: int) -> Optional[Dict[str, int]]:
         return {}
     if key.endswith("hybrid"):
         return dict(ulysses=2, ring=n // 2) if n >= 4 and n % 2 == 0 else None
+    if key.endswith("cfg"):
+        return dict(cfg=2) if n == 2 else None
     return dict(ring=n) if key.endswith("ring") else dict(ulysses=n)
 
 
@@ -196,22 +222,56 @@ def loop(fn, sampler, a, step_times: Optional[List[float]] = None) -> torch.Tens
     return x
 
 
+def build(a, device):
+    """The model (same seed on every rank) and its denoising loop: FLUX takes t / 1000, Wan t."""
+    dtype, cfg = DTYPES[a.dtype], PRESETS[a.model][a.preset]
+    if a.model == "wan":
+        model = build_wan(cfg, device, dtype, seed=0)
+        fixed = wan_inputs(wan_shape(cfg, a.height, a.width, a.frames), cfg, a.text_tokens, device, dtype, seed=0)
+        t_scale = 1.0
+    else:
+        model = build_flux(cfg, device, dtype, seed=0)
+        fixed = flux_inputs(a.size, cfg, a.text_tokens, device, dtype, seed=0)
+        fixed.pop("timestep")
+        t_scale = 1 / 1000
+    latents = fixed.pop("hidden_states")
+    if a.guidance is not None:  # batched CFG: the text of the uncond branch is a second random draw
+        if a.model != "wan":
+            raise SystemExit("--guidance: only the Wan model takes CFG here (FLUX.1-dev is guidance-distilled)")
+        g = torch.Generator().manual_seed(1)
+        cond = fixed.pop("encoder_hidden_states")
+        fixed["encoder_hidden_states"] = torch.cat([cond, torch.randn(cond.shape, generator=g).to(cond)])
+    return model, flow_sampler(latents, fixed, a.steps, device, t_scale=t_scale)
+
+
+def with_cfg(fn, guidance: Optional[float]):
+    """``fn`` as the loop calls it; with ``guidance``, one batched call of cond and uncond and
+    ``uncond + guidance * (cond - uncond)``."""
+    if guidance is None:
+        return fn
+
+    def call(hidden_states, timestep, **kw):
+        out = fn(hidden_states=torch.cat([hidden_states, hidden_states]), timestep=timestep.expand(2), **kw)
+        cond, uncond = (out[0] if isinstance(out, (tuple, list)) else out).chunk(2)
+        return (uncond + guidance * (cond - uncond),)
+
+    return call
+
+
 def run_system(key: str, n: int, rank: int, a, device) -> Dict[str, Any]:
     rec: Dict[str, Any] = dict(system=SYSTEMS[key], gpus=n, lowering="eager" if a.no_compile else "compiled")
     deg = degrees(key, n)
     if deg is None:
-        return dict(rec, status="skipped", reason=f"needs an even GPU count >= 4, got {n}")
+        return dict(rec, status="skipped", reason=("needs --guidance and 2 GPUs (cfg=2 alone)" if key.endswith("cfg")
+                                                    else f"needs an even GPU count >= 4, got {n}"))
+    if key.endswith("cfg") and a.guidance is None:
+        return dict(rec, status="skipped", reason="needs --guidance (a batched CFG loop)")
     rec["degrees"] = deg
-    dtype = DTYPES[a.dtype]
-    cfg = PRESETS[a.preset]
-    model = build_flux(cfg, device, dtype, seed=0)
-    fixed = flux_inputs(a.size, cfg, a.text_tokens, device, dtype, seed=0)
-    latents = fixed.pop("hidden_states")
-    fixed.pop("timestep")
-    sampler = flow_sampler(latents, fixed, a.steps, device, t_scale=1 / 1000)
+    model, sampler = build(a, device)
     try:
         with torch.no_grad():
             fn, before, cached = setup(key, model, n, a)
+            fn = with_cfg(fn, a.guidance)
             sync(a)
             t = time.perf_counter()
             before()
@@ -330,14 +390,14 @@ def summarize(by_n: Dict[int, Dict[str, Dict[str, Any]]], a) -> Dict[str, Any]:
 
 
 def markdown(by_n, a) -> str:
-    lines = ["| system | GPUs | status | end to end s | computed ms | cached ms | efficiency | rel L1 vs 1 GPU | cached steps agree |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| system | GPUs | lowering | status | end to end s | computed ms | cached ms | efficiency | rel L1 vs 1 GPU | cached steps agree |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
     for key in a.systems:
         for n in sorted(by_n):
             r = by_n[n].get(key, {})
             g = lambda k: "" if r.get(k) is None else (f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]))  # noqa: E731
             agree = "" if "cached_steps_equal_on_ranks" not in r else str(r["cached_steps_equal_on_ranks"] and r.get("cached_steps_equal_1gpu", True))
-            lines.append(f"| {SYSTEMS[key]} | {n} | {r.get('status', '')} | {g('e2e_s')} | {g('computed_ms')} | {g('cached_ms')} | "
+            lines.append(f"| {SYSTEMS[key]} | {n} | {r.get('lowering', '')} | {r.get('status', '')} | {g('e2e_s')} | {g('computed_ms')} | {g('cached_ms')} | "
                          f"{g('scaling_efficiency')} | {g('rel_l1_vs_1gpu')} | {agree} |")
     return "\n".join(lines)
 
@@ -358,7 +418,8 @@ def plot(by_n, a) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("GPUs")
     ax.set_ylabel("end to end (s)")
-    ax.set_title(f"FLUX-{a.preset} {a.size}², {a.steps} steps, {a.policy} cache")
+    what = f"Wan-{a.preset} {a.height}x{a.width}x{a.frames}" if a.model == "wan" else f"FLUX-{a.preset} {a.size}²"
+    ax.set_title(f"{what}, {a.steps} steps, {a.policy} cache")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(a.plot, dpi=120)
@@ -380,7 +441,9 @@ def main(argv=None) -> Dict[str, Any]:
                 k: dict(system=SYSTEMS[k], gpus=n, status="error", error="the process group died") for k in a.systems}
     ratios = summarize(by_n, a)
     table = markdown(by_n, a)
-    result = dict(benchmark="parallel_scaling", preset=a.preset, size=a.size, text_tokens=a.text_tokens, steps=a.steps,
+    shape = (dict(video=wan_shape(PRESETS["wan"][a.preset], a.height, a.width, a.frames)) if a.model == "wan"
+             else dict(size=a.size, image_tokens=(a.size // 16) ** 2))
+    result = dict(benchmark="parallel_scaling", model=a.model, preset=a.preset, **shape, text_tokens=a.text_tokens, steps=a.steps,
                   policy=a.policy, mask=a.mask if a.policy == "static" else None, fn_blocks=a.fn, dtype=a.dtype,
                   device=a.device, compile=not a.no_compile, gpus=a.gpus, rounds=a.rounds, env=environment(),
                   runs={str(n): recs for n, recs in by_n.items()}, ratios=ratios, markdown=table,
