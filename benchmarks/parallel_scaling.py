@@ -321,11 +321,13 @@ def run_system(key: str, n: int, rank: int, a, device) -> Dict[str, Any]:
     return rec
 
 
-def worker(rank: int, n: int, a, port: int, out_path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NCCL_NVLS_ENABLE="0")
+def worker(rank: int, n: int, a, rendezvous: str, out_path: str) -> None:
+    os.environ["NCCL_NVLS_ENABLE"] = "0"
     if a.device == "cuda":
         torch.cuda.set_device(rank)
-    dist.init_process_group("nccl" if a.device == "cuda" else "gloo", rank=rank, world_size=n)
+    # A file rendezvous (one node): no TCP port to pick, so runs started side by side never meet.
+    dist.init_process_group("nccl" if a.device == "cuda" else "gloo", init_method=f"file://{rendezvous}",
+                            rank=rank, world_size=n)
     device = torch.device(a.device, rank) if a.device == "cuda" else torch.device("cpu")
     records = {}
     try:
@@ -347,14 +349,6 @@ def worker(rank: int, n: int, a, port: int, out_path: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ parent
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def summarize(by_n: Dict[int, Dict[str, Dict[str, Any]]], a) -> Dict[str, Any]:
@@ -434,7 +428,7 @@ def main(argv=None) -> Dict[str, Any]:
             path = os.path.join(tmp, f"{n}.pt")
             log(f"spawning {n} rank(s)")
             try:
-                mp.spawn(worker, args=(n, a, free_port(), path), nprocs=n, join=True)
+                mp.spawn(worker, args=(n, a, os.path.join(tmp, f"rendezvous{n}"), path), nprocs=n, join=True)
             except Exception as exc:  # noqa: BLE001  a rank died: keep what rank 0 saved
                 log(f"{n} rank(s): {type(exc).__name__}: {str(exc)[:300]}")
             by_n[n] = torch.load(path, weights_only=False) if os.path.exists(path) else {
