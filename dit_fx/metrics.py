@@ -345,10 +345,12 @@ def _library(module: str, package: str):
 def _unit_images(x: Any, name: str) -> torch.Tensor:
     """``[N, C, H, W]`` float32 in [0, 1] (uint8 divided by 255; floats taken as [0, 1])."""
     t = _as_tensor(x, name)
+    if t.dim() == 2:  # a grey image file
+        t = t.unsqueeze(0)
     if t.dim() == 3:
         t = t.unsqueeze(0)
     if t.dim() != 4:
-        raise ValueError(f"{name} must be an image [C, H, W] or a batch [N, C, H, W], got shape {tuple(t.shape)}")
+        raise ValueError(f"{name} must be an image [H, W] / [C, H, W] or a batch [N, C, H, W], got shape {tuple(t.shape)}")
     if t.dtype == torch.uint8:
         return t.to(torch.float32) / 255.0
     if not t.dtype.is_floating_point:
@@ -401,9 +403,12 @@ class InceptionFeatures(torch.nn.Module):
                                                         feature_extractor_weights_path=path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise ValueError("InceptionFeatures takes float images in [0, 1] (divide uint8 images by 255), got values in "
+                             f"[{float(x.min()):.3g}, {float(x.max()):.3g}]")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)  # the extractor takes uint8 images
+        x = (x * 255).round().to(torch.uint8)  # the extractor takes uint8 images
         return self.net(x)[0].reshape(x.shape[0], -1)
 
 

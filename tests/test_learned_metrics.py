@@ -191,3 +191,24 @@ def test_cli_lpips_and_fid_wiring(tmp_path, monkeypatch):
     assert result.learned["lpips"] == pytest.approx(float((xa - xb).abs().flatten(1).mean(1).mean()), rel=1e-6)
     assert result.learned["fid"] == pytest.approx(metrics.fid(xa, xb, feats), rel=1e-6)
     assert result.learned["fid"] > 0 and result.learned["lpips"] > 0
+
+
+def test_grey_image_files_and_the_inception_value_range(tmp_path, monkeypatch):
+    from PIL import Image
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    rng = torch.Generator().manual_seed(3)
+    for i in range(2):  # mode "L" files load as [H, W]: the demo's Fashion-MNIST grids are grey
+        Image.fromarray((torch.rand(28, 28, generator=rng) * 255).to(torch.uint8).numpy()).save(a / f"{i}.png")
+        Image.fromarray((torch.rand(28, 28, generator=rng) * 255).to(torch.uint8).numpy()).save(b / f"{i}.png")
+    monkeypatch.setattr(metrics, "load_lpips", lambda path, net: _FakeLpips())
+    result = metrics.main([str(a), str(b), "--lpips", "w.pth"])
+    assert result.learned["lpips"] > 0
+    feats = torch.nn.Module.__new__(metrics.InceptionFeatures)  # the range check without torch-fidelity
+    torch.nn.Module.__init__(feats)
+    feats.net = lambda x: (x.float().flatten(1),)
+    assert feats(torch.rand(2, 1, 4, 4)).shape == (2, 48)  # grey repeated to RGB
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        feats(torch.rand(2, 3, 4, 4) * 255)  # uint8-range floats would otherwise clamp to white

@@ -111,7 +111,6 @@ class StepTracker:
         self._pinned: Optional[torch.Tensor] = None
         self._late = LateCheck() if config.step_source == "calls" else None
         self._late_timestep: Optional[torch.Tensor] = None
-        self._late_warned = False
 
     def _start_generation(self, t: Optional[float]) -> None:
         self._refresh()
@@ -208,9 +207,9 @@ class StepTracker:
         Placement stays pure counting: when a copy lands depends on the GPU's progress, so acting on
         it would make placement differ between runs and between ranks that must agree."""
         call = self._late.restart()
-        if call is None or self._late_warned:
+        if call is None:
             return
-        self._late_warned = True
+        self._late = None  # warned once: no more copies or checks per call
         warnings.warn(
             f"dit_fx: step_source='calls': the timestep moved back at call {call} without dit_fx.reset or "
             "dit_fx.generation, so that loop is being counted as later steps of the previous generation (its cached "
