@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -346,6 +347,11 @@ def worker(rank: int, n: int, a, rendezvous: str, out_path: str) -> None:
         if rank == 0:
             torch.save(records, out_path)
         dist.destroy_process_group()
+    # Done: end here, skipping interpreter teardown, where the backend's threads can abort a process
+    # whose results are already written (SIGABRT seen in CI with gloo). Errors above still propagate.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ------------------------------------------------------------------------------------ parent

@@ -4,8 +4,8 @@ world size runs every model, to keep the suite short."""
 
 import contextlib
 import os
-import socket
 import sys
+import uuid
 import warnings
 
 import torch
@@ -20,20 +20,30 @@ CACHED = {"flux": 1.28, "wan": 1.0}
 
 
 @contextlib.contextmanager
-def gloo_group(rank: int, world: int, port: int):
-    """This process as rank ``rank`` of a gloo group of ``world`` on 127.0.0.1:``port``, torn down after."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def gloo_group(rank: int, world: int, rendezvous: str):
+    """This process as rank ``rank`` of a gloo group of ``world`` met through the file ``rendezvous``
+    (no TCP port to pick: groups of tests running side by side never meet).
+
+    On a clean exit the group is destroyed and the process ends right there (``os._exit(0)``), so a
+    rank function must do all its work inside the block. Interpreter teardown is skipped on purpose:
+    gloo's worker threads can abort the process there (SIGABRT, "terminate called without an active
+    exception", seen once in CI after every result was written). An exception still propagates, so
+    ``mp.spawn`` reports the rank's traceback."""
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         yield
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rendezvous(tmp_path) -> str:
+    """A fresh rendezvous file for one spawn under ``tmp_path`` (the file must not exist yet)."""
+    return os.path.join(str(tmp_path), f"rendezvous-{uuid.uuid4().hex}")
 
 
 def _spec(source: str, name: str):
@@ -68,9 +78,9 @@ def _run(model, steps):
         return [_first(model(**kw)) for kw in steps]
 
 
-def job(rank: int, world: int, port: int, out_dir: str, parallel: dict, jobs) -> None:
+def job(rank: int, world: int, where: str, out_dir: str, parallel: dict, jobs) -> None:
     sys.path.insert(0, HERE)
-    with gloo_group(rank, world, port):
+    with gloo_group(rank, world, where):
         import dit_fx
         from dit_fx.api import session_for
 
@@ -108,7 +118,7 @@ def job(rank: int, world: int, port: int, out_dir: str, parallel: dict, jobs) ->
 
 
 def spawn(tmp_path, world: int, parallel: dict, jobs):
-    mp.spawn(job, args=(world, free_port(), str(tmp_path), parallel, jobs), nprocs=world)
+    mp.spawn(job, args=(world, rendezvous(tmp_path), str(tmp_path), parallel, jobs), nprocs=world)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
 
 

@@ -11,16 +11,16 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from parallel_harness import gloo_group, free_port
+from parallel_harness import gloo_group, rendezvous
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 6
 THRESHOLDS = {"flux": 1.28}  # random weights: between the tiny models' step-to-step diffs
 
 
-def _rank(rank: int, world: int, port: int, out_dir: str, name: str = "flux") -> None:
+def _rank(rank: int, world: int, where: str, out_dir: str, name: str = "flux") -> None:
     sys.path.insert(0, HERE)
-    with gloo_group(rank, world, port):
+    with gloo_group(rank, world, where):
         import dit_fx
         from diffusers import ContextParallelConfig
         from torch.distributed.device_mesh import init_device_mesh
@@ -65,7 +65,7 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("name", ["flux"])  # tiny Wan: diffusers skips a split with a logger call Dynamo cannot trace
 def test_optimize_on_a_diffusers_context_parallel_model_agrees_across_ranks(tmp_path, name):
     pytest.importorskip("diffusers.models._modeling_parallel")
-    mp.spawn(_rank, args=(2, free_port(), str(tmp_path), name), nprocs=2)
+    mp.spawn(_rank, args=(2, rendezvous(tmp_path), str(tmp_path), name), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for r in ranks:
         assert r["supported"]
@@ -80,8 +80,8 @@ def test_optimize_on_a_diffusers_context_parallel_model_agrees_across_ranks(tmp_
     assert ranks[0]["diffs"] == ranks[1]["diffs"]  # bit-identical: the all-reduced sums
 
 
-def _decide_rank(rank: int, world: int, port: int, out_dir: str) -> None:
-    with gloo_group(rank, world, port):
+def _decide_rank(rank: int, world: int, where: str, out_dir: str) -> None:
+    with gloo_group(rank, world, where):
         import dit_fx
         from dit_fx.runtime import CacheContext
         from dit_fx.runtime.host import ReducedHostReads
@@ -111,7 +111,7 @@ def test_ranks_with_different_local_diffs_take_one_decision(tmp_path):
     import dit_fx
     from dit_fx.runtime import CacheContext
 
-    mp.spawn(_decide_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_decide_rank, args=(2, rendezvous(tmp_path), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"d{r}.pt") for r in range(2)]
     whole = CacheContext(dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.1, max_warmup_steps=1))
     alone = [CacheContext(dit_fx.DBCacheConfig(fn_blocks=1, residual_diff_threshold=0.1, max_warmup_steps=1)) for _ in range(2)]
@@ -133,9 +133,9 @@ def test_ranks_with_different_local_diffs_take_one_decision(tmp_path):
         assert ranks[0]["diffs"][step] == pytest.approx(diff, rel=1e-6)
 
 
-def _cfg_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+def _cfg_rank(rank: int, world: int, where: str, out_dir: str) -> None:
     sys.path.insert(0, HERE)
-    with gloo_group(rank, world, port):
+    with gloo_group(rank, world, where):
         import dit_fx
         from tiny_models import MODELS
 
@@ -154,7 +154,7 @@ def test_cfg_parallel_runs_each_half_of_a_batched_cfg_call_on_its_own_rank(tmp_p
     import dit_fx
     from tiny_models import MODELS
 
-    mp.spawn(_cfg_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_cfg_rank, args=(2, rendezvous(tmp_path), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"cfg{r}.pt") for r in range(2)]
     spec = MODELS["flux"]
     steps = [spec.make_inputs(i, 900.0 - 80 * i, batch=2) for i in range(STEPS)]
@@ -217,9 +217,9 @@ def _wan_pipeline_runs(parallel=None):
         return [pipe(**wan_call_kwargs(num_inference_steps=6, seed=seed)).frames for seed in (0, 1)]
 
 
-def _separate_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+def _separate_rank(rank: int, world: int, where: str, out_dir: str) -> None:
     sys.path.insert(0, HERE)
-    with gloo_group(rank, world, port):
+    with gloo_group(rank, world, where):
         import warnings
 
         import dit_fx
@@ -253,7 +253,7 @@ def test_cfg_parallel_places_separate_cond_and_uncond_calls_on_their_own_ranks(t
     import dit_fx
     from tiny_models import MODELS
 
-    mp.spawn(_separate_rank, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_separate_rank, args=(2, rendezvous(tmp_path), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"sep{r}.pt") for r in range(2)]
     spec = MODELS["wan"]
     for threshold, change_at in ((1.0, None), (0.0, 3)):

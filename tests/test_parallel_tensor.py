@@ -75,11 +75,11 @@ def test_tensor_parallel_degree_must_divide_the_heads():
         dit_fx.ParallelConfig(cfg=2, tp=2)
 
 
-def _release_job(rank: int, world: int, port: int, out_dir: str) -> None:
+def _release_job(rank: int, world: int, where: str, out_dir: str) -> None:
     import os
     import warnings
 
-    with gloo_group(rank, world, port):
+    with gloo_group(rank, world, where):
         from dit_fx.api import session_for
         from tiny_models import MODELS
 
@@ -117,9 +117,9 @@ def test_split_weights_are_released_and_gathered_back_by_disable(tmp_path):
     parts); a new input shape captures again from the parts; ``disable`` gathers them back."""
     import torch.multiprocessing as mp
 
-    from parallel_harness import free_port
+    from parallel_harness import rendezvous
 
-    mp.spawn(_release_job, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_release_job, args=(2, rendezvous(tmp_path), str(tmp_path)), nprocs=2)
     total = sum(p.numel() for p in __import__("tiny_models").MODELS["wan"].build().parameters())
     for rank in range(2):
         res = torch.load(tmp_path / f"release{rank}.pt")
