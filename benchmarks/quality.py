@@ -34,7 +34,11 @@ replaced by a pristine copy and the row says so):
   rows (``lite_schedule``), with FoCa on the block stack's residual, FoCa on the outputs, and
   TaylorSeer order 1 on the outputs (which is diffusers' TaylorSeer lite: ``tests/test_fn_zero.py``),
   and FoCa (residual, outputs) on interval 2 after the longer warm-ups ``FORECAST_WARMUPS``; FoCa
-  on the outputs with ``step_source="calls"`` (``COUNTED``: no host read of the timestep per call).
+  on the outputs with ``step_source="calls"`` (``COUNTED``: no host read of the timestep per call);
+  ``calibrated_dynamic``: the calibrated masks with the dynamic policy (their 0 steps take the F1B0
+  threshold decision) at the middle thresholds, the adaptive option ``dit_fx.calibrate`` was
+  measured against (the report compares every adaptive row with the static masks at the same
+  computed fraction).
 - ``cache_dit`` / ``cache_dit_fnbn`` / ``cache_dit_calibrators`` / ``cache_dit_prune``: cache-dit
   (``cache_dit.enable_cache(transformer, cache_config=DBCacheConfig(Fn_compute_blocks=...,
   Bn_compute_blocks=..., residual_diff_threshold=...), calibrator_config=...)``) on the same
@@ -105,13 +109,15 @@ DEFAULT_DOC = os.path.join(REPO_ROOT, "docs", "quality.md")
 QUICK_OUT = os.path.join(tempfile.gettempdir(), "dit_fx_quality_quick.json")  # a smoke run: not a results file
 GROUPS = (  # in the order they run: the budget cuts the last ones first
     "dit_fx", "cache_dit", "fbc", "magcache", "diffusers_taylorseer", "forecast_masks", "calibrated", "masks",
-    "dit_fx_fnbn", "calibrators", "cache_dit_calibrators", "prune", "cache_dit_fnbn", "cache_dit_prune", "compiled",
+    "dit_fx_fnbn", "calibrators", "cache_dit_calibrators", "prune", "cache_dit_fnbn", "cache_dit_prune",
+    "calibrated_dynamic", "compiled",
 )  # fmt: skip
 QUICK_GROUPS = ("dit_fx", "cache_dit", "fbc", "magcache", "diffusers_taylorseer", "forecast_masks", "calibrated", "masks",
                 "dit_fx_fnbn", "calibrators", "prune")  # fmt: skip
 FN_BN = ((1, 0), (1, 1), (2, 0), (2, 1))
 LITE_INTERVALS = (2, 3, 5)  # the diffusers TaylorSeer lite rows' cache intervals
 COUNTED = "dit_fx F0B0 mask + FoCa on the output, counted calls"  # step_source="calls": no timestep read per call
+CAL_DYNAMIC = "dit_fx calibrated mask, dynamic"  # the calibrated mask's 0 steps take the threshold decision
 # forecast rows with more computed steps than lite's interval 2 (16/28): interval 2 after a longer warm-up. Regular
 # spacing matters to a forecast: on the CPU (10 samples), FoCa on the outputs got 50.62 dB at warm-up 6 (17/28) and
 # 51.06 at 8 (18/28), but 43.76 on the uniform 18/28 mask (irregular gaps) and 48.44 at lite's 16/28.
@@ -919,6 +925,7 @@ class Bench:
                                           self.dit_cfg(1, 0, t, prune=True), S)) for t in (hi2 if not a.quick else thr[-1:])],
             cache_dit_fnbn=lambda: [self.run(cd(fn, bn, t)) for fn, bn in fnbn_rest for t in thr],
             cache_dit_prune=lambda: [self.run(cd(1, 0, t, prune=True, curve="cache-dit DBPrune F1B0")) for t in hi2],
+            calibrated_dynamic=lambda: self.calibrated_dynamic_rows(thr),
             compiled=lambda: self.compiled_rows(thr),
         )  # fmt: skip
         assert set(groups) == set(GROUPS)
@@ -1029,6 +1036,30 @@ class Bench:
             umask = uniform_mask(S, k)
             self.run(DitFx("dit_fx uniform mask", f"{k}/{S}", dict(computed_steps=k, mask=umask),
                            self.mask_cfg(umask), S, mask=umask), extra=dict(mask=umask, model_cost=cal.uniform_cost))
+
+    def calibrated_dynamic_rows(self, thr: List[float]) -> None:
+        """The adaptive variant of a calibrated mask: its 1 steps are always computed, its 0 steps take the
+        F1B0 threshold decision (``steps_computation_policy="dynamic"``), at the middle DBCache thresholds."""
+        S = self.steps
+        mid = sorted(thr)[1:-1] or list(thr)
+        for k in self.args.calibrated_steps:
+            mask = self.result["calibrations"].get(f"computed_{k}", {}).get("mask")
+            if mask is None and not self.over_budget():
+                try:
+                    mask = list(self.calibrate(k).mask)
+                except Exception as exc:  # noqa: BLE001
+                    traceback.print_exc()
+                    self.result["calibrations"][f"computed_{k}"] = dict(error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            if mask is None:
+                self.result.setdefault("skipped_groups", []).append(f"calibrated_dynamic {k}/{S}")
+                continue
+            for t in mid:
+                cfg = dit_fx.DBCacheConfig(fn_blocks=1, bn_blocks=0, residual_diff_threshold=t,
+                                           steps_computation_mask=list(mask), steps_computation_policy="dynamic",
+                                           max_warmup_steps=leading_ones(mask), num_inference_steps=S,
+                                           enable_separate_cfg=False)  # fmt: skip
+                self.run(DitFx(CAL_DYNAMIC, f"{k}/{S} t={t:g}", dict(computed_steps=k, threshold=t, mask=list(mask)),
+                               cfg, S), extra=dict(mask=list(mask)))
 
     def compiled_rows(self, thr: List[float]) -> None:
         if self.device.type != "cuda":
@@ -1174,6 +1205,31 @@ def match_peers(rows: List[Dict[str, Any]], eager_only: bool,
     return unmatched, peers
 
 
+def interpolate(points: Sequence[Tuple[float, float]], x: float) -> Optional[float]:
+    """``y`` at ``x`` on the polyline through ``points`` (sorted by x); None outside their range."""
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def adaptive_vs_static(rows: List[Dict[str, Any]]) -> str:
+    """Does a runtime decision pay over the calibrated static masks? Each adaptive dit_fx row (F1B0 threshold,
+    calibrated mask with the dynamic policy) against the calibrated masks' PSNR interpolated at its computed fraction."""
+    static = sorted((r["computed_fraction"], as_float(r["psnr"])) for r in rows if r["system"] == "dit_fx calibrated mask")
+    if len(static) < 2:
+        return ""
+    parts = []
+    for curve in ("dit_fx DBCache F1B0", CAL_DYNAMIC):
+        for r in sorted((r for r in rows if r["system"] == curve), key=lambda r: r["computed_fraction"]):
+            ref = interpolate(static, r["computed_fraction"])
+            if ref is not None:
+                parts.append(f"{curve} {r['config']} (computed {_fmt(r['computed_fraction'])}): "
+                             f"{as_float(r['psnr']) - ref:+.2f} dB")
+    return ("- **Adaptive vs the calibrated static masks** (PSNR minus the static masks' PSNR interpolated at the same "
+            "computed fraction): " + "; ".join(parts) + ".") if parts else ""
+
+
 def guidance(result) -> str:
     """Threshold guidance and the front, derived from the rows."""
     rows = good_rows(result)
@@ -1211,6 +1267,9 @@ def guidance(result) -> str:
                    f"{result['setup'].get('cal_samples')} calibration samples): " + "; ".join(
             f"{k}/{result['setup']['steps']}: {_fmt(cal[k]['psnr'])} vs {_fmt(uni[k]['psnr'])} dB{cal_note(k)}"
             for k in both) + ".")
+    adaptive = adaptive_vs_static(rows)
+    if adaptive:
+        out.append(adaptive)
     for x, what in (("full_batch_s", f"batch {result['setup']['eval_batch']} latency"), ("batch1_s", "batch 1 latency"),
                     ("computed_fraction", "computed fraction")):
         front = pareto(rows, x)
@@ -1276,8 +1335,10 @@ images).
 
 
 def _repo_path(path: str) -> str:
+    """``path`` relative to the repository; a file written outside it (a device's output folder) is named where
+    results are committed, ``benchmarks/results/<name>``."""
     rel = os.path.relpath(os.path.abspath(path), REPO_ROOT)
-    return os.path.abspath(path) if rel.startswith("..") else rel
+    return os.path.relpath(os.path.join(RESULTS, os.path.basename(path)), REPO_ROOT) if rel.startswith("..") else rel
 
 
 def write_doc(result, path: str, plot: Optional[str]) -> str:
@@ -1296,7 +1357,7 @@ def write_doc(result, path: str, plot: Optional[str]) -> str:
         text += ("\n**A CPU smoke run (`--quick`)**: one sample per class, the quick subset of configs, CPU "
                  "latencies on a shared 2-core VM. The GPU run (`python benchmarks/quality.py` on an H200) replaces "
                  "this page.\n")
-    if plot and os.path.isfile(plot) and not os.path.isabs(_repo_path(plot)):  # only a plot inside the repo
+    if plot and os.path.isfile(plot) and not os.path.relpath(os.path.abspath(plot), REPO_ROOT).startswith(".."):  # only a plot inside the repo
         text += f"\n![PSNR against computed fraction and latency]({os.path.relpath(plot, os.path.dirname(os.path.abspath(path)))})\n"
     text += "\n## Threshold guidance and the front\n\n" + (guidance(result) or "(no rows)") + "\n"
     text += ("\nFor a trained model of your own: read the diffs your model sees (`dit_fx.summary(model, details=True)`), "

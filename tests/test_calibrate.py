@@ -60,6 +60,21 @@ def test_calibrated_mask_runs_as_a_static_schedule():
         dit_fx.calibrate(model, _loop(model, spec), computed_steps=5)
 
 
+def test_calibrated_mask_with_the_dynamic_policy_caches_only_zeros_the_threshold_allows():
+    spec = MODELS["flux"]
+    model = spec.build()
+    cal = dit_fx.calibrate(model, _loop(model, spec), computed_steps=4, warmup=2)
+    assert cal.config(fn_blocks=1).steps_computation_policy == "static"
+    zeros = [k for k, m in enumerate(cal.mask) if not m]
+    for threshold, expected in ((1e9, zeros), (0.0, [])):  # every 0 step passes the check / none does
+        dit_fx.optimize(model, cal.config(fn_blocks=1, steps_computation_policy="dynamic",
+                                          residual_diff_threshold=threshold))
+        with torch.no_grad():
+            _loop(model, spec)()
+        assert dit_fx.summary(model).cached_steps == expected, threshold
+        dit_fx.disable(model)
+
+
 def test_uniform_mask_spacing():
     assert uniform_mask(10, 4, warmup=1) == [1, 1, 0, 0, 1, 0, 0, 1, 0, 0]
     assert sum(uniform_mask(28, 12, warmup=3)) == 12
