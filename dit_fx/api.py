@@ -255,7 +255,14 @@ def _optimize_pipeline(pipe: Any, config: Any, options: Dict[str, Any]) -> Any:
                         fresh.tracker.generation = slot.current().tracker.generation
                         slot.bind(fresh)
 
-    hook_pipeline(pipe, reset_all)
+    def check_steps(num_inference_steps: Optional[int]) -> None:
+        live = pipe_ref()
+        if live is not None:
+            for module in transformer_components(live).values():
+                if module in _OPTIMIZED:
+                    _OPTIMIZED[module].session.expect_pipeline_steps(num_inference_steps)
+
+    hook_pipeline(pipe, reset_all, check_steps)
     return pipe
 
 

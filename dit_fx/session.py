@@ -46,6 +46,7 @@ from .passes import LoweringContext, PassList, PassTiming, RewriteContext, lower
 from .patterns import Plan, PlannerInput, build_plans
 from .patterns.plan import ScopeRequest
 from .runtime import CacheStats
+from .runtime.context import mask_length_message
 from .runtime.host import LOCAL
 from .runtime.state import GenerationState, StateSlot
 
@@ -209,6 +210,16 @@ class Session:
     @property
     def last_record(self) -> Optional[CompileRecord]:
         return self.records.last
+
+    def expect_pipeline_steps(self, num_inference_steps: Any) -> None:
+        """A pipeline call is about to run ``num_inference_steps`` steps: one warning per steps mask
+        built for another count (the mask is indexed by step, so it would silently shift meaning)."""
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
+            return  # a call that passes sigmas or timesteps instead: its length is not known here
+        for _, cfg in self.scopes:
+            mask = getattr(cfg, "steps_computation_mask", None)
+            if mask is not None and len(mask) != num_inference_steps:
+                warnings.warn(mask_length_message(len(mask), num_inference_steps), UserWarning, stacklevel=4)
 
     def config_of(self, scope: Optional[str]):
         return dict(self.scopes)[scope]

@@ -292,3 +292,45 @@ def test_step_source_is_validated():
         DBCacheConfig(step_source="calls", enable_separate_cfg=False)
     with pytest.raises(ValueError, match="enable_separate_cfg True or False"):
         DBCacheConfig(step_source="calls", num_inference_steps=4)
+
+
+def test_a_loop_past_the_steps_mask_warns_once_per_generation():
+    """A mask is indexed by step: a loop longer than it gets one warning naming the mask's length."""
+    import warnings
+
+    loop = Loop(steps_computation_mask=[1, 0, 1, 0], steps_computation_policy="static", max_warmup_steps=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for t in (900, 800, 700, 600):  # exactly the mask's length: no warning
+            loop.call(t)
+        assert not [w for w in caught if "steps_computation_mask" in str(w.message)]
+        for t in (1000, 900, 800, 700, 600, 500, 400):  # a new generation of 7 steps
+            loop.call(t)
+    past = [str(w.message) for w in caught if "steps_computation_mask" in str(w.message)]
+    assert len(past) == 1 and "has 4 entries" in past[0] and "step 4" in past[0], past
+
+
+def test_a_pipeline_call_with_another_step_count_than_the_mask_warns():
+    """A pipeline call whose num_inference_steps differs from the mask's length is named (shorter: its tail is
+    unused; longer: the threshold decides past its end); the matching count gives no warning."""
+    import warnings
+
+    pytest.importorskip("diffusers")
+    import dit_fx
+    from tiny_pipelines import build_flux, flux_call_kwargs
+
+    pipe = build_flux()
+    mask = [1, 1, 0, 0, 1, 0]
+    dit_fx.optimize(pipe, DBCacheConfig(fn_blocks=1, steps_computation_mask=mask, steps_computation_policy="static",
+                                        max_warmup_steps=2))
+    for steps, expect in ((6, None), (4, "only its first 4 entries"), (8, "threshold decision")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pipe(**flux_call_kwargs(num_inference_steps=steps))
+        said = [str(w.message) for w in caught if "steps_computation_mask" in str(w.message)]
+        if expect is None:
+            assert not said, said
+        else:
+            assert len(said) == 1 and f"num_inference_steps={steps}" in said[0] and expect in said[0], said
+        cached = dit_fx.summary(pipe)["transformer"].cached_steps
+        assert cached[: len([k for k in (2, 3, 5) if k < steps])] == [k for k in (2, 3, 5) if k < steps]

@@ -125,13 +125,15 @@ def _naming_cache_context(original: Callable, branch_named: Callable[[str], Any]
     return cache_context
 
 
-def install_pipeline(pipe: Any, on_new_generation: Callable[[], None]) -> Installation:
-    """Make each ``pipe(...)`` call start a new generation (its scheduler's ``set_timesteps``)."""
+def install_pipeline(pipe: Any, on_new_generation: Callable[[], None],
+                     on_steps: Optional[Callable[[Optional[int]], None]] = None) -> Installation:
+    """Make each ``pipe(...)`` call start a new generation (its scheduler's ``set_timesteps``);
+    ``on_steps`` then gets the call's step count (the scheduler's ``num_inference_steps``)."""
     inst = Installation()
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None or not hasattr(scheduler, "set_timesteps"):
         return inst  # timestep detection still finds each new generation
-    inst.set(scheduler, "set_timesteps", _SetTimesteps(scheduler, on_new_generation))
+    inst.set(scheduler, "set_timesteps", _SetTimesteps(scheduler, on_new_generation, on_steps))
     return inst
 
 
@@ -142,15 +144,19 @@ class _SetTimesteps:
     ``set_timesteps`` instead: a plain wrapper would be shared by the copy and set the original's
     timesteps, leaving the copy on a stale schedule."""
 
-    def __init__(self, scheduler: Any, on_new_generation: Callable[[], None]):
+    def __init__(self, scheduler: Any, on_new_generation: Callable[[], None],
+                 on_steps: Optional[Callable[[Optional[int]], None]] = None):
         self.original = scheduler.set_timesteps
-        self.on_new_generation = on_new_generation
+        self.on_new_generation, self.on_steps = on_new_generation, on_steps
         self.owner = weakref.ref(scheduler)
         functools.update_wrapper(self, self.original)
 
     def __call__(self, *args, **kwargs):
         self.on_new_generation()
-        return self.original(*args, **kwargs)
+        out = self.original(*args, **kwargs)
+        if self.on_steps is not None:  # diffusers' schedulers record the count, whether steps or sigmas were given
+            self.on_steps(getattr(self.owner(), "num_inference_steps", None))
+        return out
 
     def __deepcopy__(self, memo):
         copied = memo.get(id(self.owner()))  # copy.deepcopy registers the new scheduler before its attributes
@@ -162,9 +168,10 @@ class _SetTimesteps:
 _PIPELINES: "weakref.WeakKeyDictionary[Any, Installation]" = weakref.WeakKeyDictionary()
 
 
-def hook_pipeline(pipe: Any, on_new_generation: Callable[[], None]) -> None:
+def hook_pipeline(pipe: Any, on_new_generation: Callable[[], None],
+                  on_steps: Optional[Callable[[Optional[int]], None]] = None) -> None:
     unhook_pipeline(pipe)
-    _PIPELINES[pipe] = install_pipeline(pipe, on_new_generation)
+    _PIPELINES[pipe] = install_pipeline(pipe, on_new_generation, on_steps)
 
 
 def unhook_pipeline(pipe: Any) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import warnings
+
 import torch
 
 from ..config import DBCacheConfig
@@ -66,6 +68,20 @@ class Branch:
         self.continuous_cached = 0
         self.accumulated_diff = 0.0
         self.stats = BranchStats()
+
+
+def mask_length_message(entries: int, steps: Optional[int]) -> str:
+    """The warning for a steps mask used on a generation of another length (``steps``: the
+    pipeline's ``num_inference_steps``; None: a loop that has just run past the mask's end)."""
+    if steps is None:
+        what = f"this generation runs past its end (step {entries})"
+    else:
+        what = f"this pipeline call runs num_inference_steps={steps}"
+    effect = ("steps past its end take the threshold decision (computed when the diff reaches residual_diff_threshold)"
+              if steps is None or steps > entries else f"only its first {steps} entries are used")
+    return (f"dit_fx: steps_computation_mask has {entries} entries but {what}: {effect}. Build the mask for the step "
+            "count you run (dit_fx.steps_mask(..., total_steps=N), or dit_fx.calibrate on an N-step run), or set "
+            "num_inference_steps in the config.")
 
 
 def kept(t: torch.Tensor) -> torch.Tensor:
@@ -200,11 +216,19 @@ class CacheContext(torch.nn.Module):
 
         ``hidden_fn`` / ``hidden_in``: the hidden stream after / before the first Fn blocks."""
         state, scope = self._place(hidden_fn, timestep)
+        self._check_past_mask(state)
         scope.pending = FnResidual(hidden_fn, hidden_in)
         branch = scope.branches.get(state.tracker.branch)
         if branch is None:
             branch = scope.branches[state.tracker.branch] = self.branch_class()
         return self._should_reuse(state, scope, branch, scope.pending)
+
+    def _check_past_mask(self, state: GenerationState) -> None:
+        """A loop that runs past the steps mask's end gets one warning (the first call of that step).
+        A pipeline call is checked when it sets its timesteps (``Session.expect_pipeline_steps``)."""
+        mask, tracker = self.config.steps_computation_mask, state.tracker
+        if mask is not None and not state.per_call and tracker.step == len(mask) and tracker.call_in_step == 0:
+            warnings.warn(mask_length_message(len(mask), None), UserWarning, stacklevel=2)
 
     def _gate(self, branch: Branch, step: int) -> Optional[bool]:
         """The gates before the threshold test: False = compute, True = cache (a static steps
