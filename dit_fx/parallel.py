@@ -122,7 +122,7 @@ class ParallelConfig:
 
         ranks, me = self._ranks(), dist.get_rank(self.group)
         t = self.tp
-        groups = [dist.new_group(ranks[s * t:(s + 1) * t]) for s in range(len(ranks) // t)] if len(ranks) > t else None
+        groups = [subgroup(ranks[s * t:(s + 1) * t]) for s in range(len(ranks) // t)] if len(ranks) > t else None
         group = groups[me // t] if groups else (self.group if self.group is not None else dist.group.WORLD)
         return FeatureGroup(rank=me % t, world=t, group=group)
 
@@ -143,9 +143,9 @@ class ParallelConfig:
         u, r = self.ulysses, self.ring
         made = []
         for ranks in by_lane:
-            rows = [dist.new_group([ranks[i * u + j] for j in range(u)]) if u > 1 else None for i in range(r)]
-            cols = [dist.new_group([ranks[i * u + j] for i in range(r)]) if r > 1 else None for j in range(u)]
-            whole = dist.new_group(ranks) if t > 1 else (self.group if self.group is not None else dist.group.WORLD)
+            rows = [subgroup([ranks[i * u + j] for j in range(u)]) if u > 1 else None for i in range(r)]
+            cols = [subgroup([ranks[i * u + j] for i in range(r)]) if r > 1 else None for j in range(u)]
+            whole = subgroup(ranks) if t > 1 else (self.group if self.group is not None else dist.group.WORLD)
             made.append((rows, cols, whole))
         rows, cols, group = made[me % t]
         rank = me // t
@@ -163,6 +163,31 @@ class ParallelConfig:
         if world != self.degree:
             raise ValueError(f"ParallelConfig degrees (ulysses x ring x cfg x tp = {self.degree}) must multiply to the "
                              f"group's size ({world})")
+
+
+# Subgroups made so far, by (the default process group's id, ranks): see ``subgroup``.
+_SUBGROUPS: Dict[Tuple[int, Tuple[int, ...]], Any] = {}
+
+
+def subgroup(ranks: Sequence[int]) -> Any:
+    """``dist.new_group(ranks)``, made once per default process group and reused after: optimizing
+    several models (or one model again) with the same ``ParallelConfig`` opens no new connections
+    and gloo/NCCL threads per model (before, each optimize made its own, kept until the process
+    group was destroyed). Collective like ``new_group``: every rank makes the same calls in the
+    same order, so a reuse on one rank is a reuse on all. A group destroyed since (a new default
+    group, ``destroy_process_group``) is made again."""
+    import torch.distributed as dist
+
+    key = (id(dist.group.WORLD), tuple(ranks))
+    group = _SUBGROUPS.get(key)
+    if group is not None:
+        try:
+            dist.get_process_group_ranks(group)  # KeyError once the group is destroyed
+            return group
+        except (KeyError, ValueError, RuntimeError):
+            pass
+    group = _SUBGROUPS[key] = dist.new_group(list(ranks))
+    return group
 
 
 def cfg_parallel_forward(forward: Callable, parallel: ParallelConfig, branch: Callable[[], Optional[str]] = lambda: None,

@@ -78,6 +78,13 @@ def _run(model, steps):
         return [_first(model(**kw)) for kw in steps]
 
 
+def _groups_reused(pc) -> bool:
+    """Asking a ParallelConfig for its groups again (another model, the same degrees) gives the same groups."""
+    seq, feat = (pc.sequence_groups(), pc.sequence_groups()), (pc.feature_group(), pc.feature_group())
+    same_seq = seq[0] is None or all(getattr(seq[0], k) is getattr(seq[1], k) for k in ("group", "ulysses_group", "ring_group"))
+    return same_seq and (feat[0] is None or feat[0].group is feat[1].group)
+
+
 def job(rank: int, world: int, where: str, out_dir: str, parallel: dict, jobs) -> None:
     sys.path.insert(0, HERE)
     with gloo_group(rank, world, where):
@@ -113,6 +120,7 @@ def job(rank: int, world: int, where: str, out_dir: str, parallel: dict, jobs) -
                 supported=plan.supported, compiles=dit_fx.inspect(model).regions.compiles,
                 fused=getattr(dit_fx.inspect(model).fused_linears, "fused_linears", 0),
                 warnings=[str(w.message) for w in caught if "dit_fx" in str(w.message)],
+                groups_reused=_groups_reused(dit_fx.ParallelConfig(**parallel)),
             )
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
@@ -126,6 +134,7 @@ def assert_like_one_process(res: dict, key) -> None:
     """One rank's result of one job: no dit_fx warning, the single-process cache decisions, and
     outputs equal to the single-process run's within 1e-5 relative."""
     assert not res["warnings"], res["warnings"]
+    assert res["groups_reused"], key  # no new process groups per model
     assert res["cached"] == res["expected_cached"], key  # the single-process decisions on every rank
     for a, b in zip(res["got"], res["expected"]):
         assert a.shape == b.shape
