@@ -215,7 +215,7 @@ class Session:
         """A pipeline call is about to run ``num_inference_steps`` steps: one warning per steps mask
         built for another count (the mask is indexed by step, so it would silently shift meaning)."""
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
-            return  # a call that passes sigmas or timesteps instead: its length is not known here
+            return  # a scheduler that records no step count: nothing to compare
         for _, cfg in self.scopes:
             mask = getattr(cfg, "steps_computation_mask", None)
             if mask is not None and len(mask) != num_inference_steps:

@@ -9,10 +9,9 @@ host read of a decision goes through its ``HostReads`` (``host.py``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-import warnings
 
 import torch
 
