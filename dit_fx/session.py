@@ -213,12 +213,13 @@ class Session:
 
     def expect_pipeline_steps(self, num_inference_steps: Any) -> None:
         """A pipeline call is about to run ``num_inference_steps`` steps: one warning per steps mask
-        built for another count (the mask is indexed by step, so it would silently shift meaning)."""
+        longer than that (its tail would go unused without a word). A longer call is told by the
+        cache context when it runs past the mask's end, like a bare loop."""
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int):
             return  # a scheduler that records no step count: nothing to compare
         for _, cfg in self.scopes:
             mask = getattr(cfg, "steps_computation_mask", None)
-            if mask is not None and len(mask) != num_inference_steps:
+            if mask is not None and len(mask) > num_inference_steps:
                 warnings.warn(mask_length_message(len(mask), num_inference_steps), UserWarning, stacklevel=4)
 
     def config_of(self, scope: Optional[str]):

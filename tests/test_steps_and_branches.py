@@ -311,8 +311,9 @@ def test_a_loop_past_the_steps_mask_warns_once_per_generation():
 
 
 def test_a_pipeline_call_with_another_step_count_than_the_mask_warns():
-    """A pipeline call whose num_inference_steps differs from the mask's length is named (shorter: its tail is
-    unused; longer: the threshold decides past its end); the matching count gives no warning."""
+    """A pipeline call with fewer steps than the mask is told when it sets its timesteps, one with more when it
+    runs past the mask's end: one warning each, also inside a request the caller bound (no second warning from
+    the other check); the matching count gives none."""
     import warnings
 
     pytest.importorskip("diffusers")
@@ -323,14 +324,20 @@ def test_a_pipeline_call_with_another_step_count_than_the_mask_warns():
     mask = [1, 1, 0, 0, 1, 0]
     dit_fx.optimize(pipe, DBCacheConfig(fn_blocks=1, steps_computation_mask=mask, steps_computation_policy="static",
                                         max_warmup_steps=2))
-    for steps, expect in ((6, None), (4, "only its first 4 entries"), (8, "threshold decision")):
+    cases = ((6, None), (4, "num_inference_steps=4: only its first 4 entries"), (8, "past its end (step 6)"))
+    for (steps, expect), bound in [(c, False) for c in cases] + [(c, True) for c in cases]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            pipe(**flux_call_kwargs(num_inference_steps=steps))
+            if bound:
+                with dit_fx.request(pipe):
+                    pipe(**flux_call_kwargs(num_inference_steps=steps))
+            else:
+                pipe(**flux_call_kwargs(num_inference_steps=steps))
         said = [str(w.message) for w in caught if "steps_computation_mask" in str(w.message)]
         if expect is None:
             assert not said, said
         else:
-            assert len(said) == 1 and f"num_inference_steps={steps}" in said[0] and expect in said[0], said
-        cached = dit_fx.summary(pipe)["transformer"].cached_steps
-        assert cached[: len([k for k in (2, 3, 5) if k < steps])] == [k for k in (2, 3, 5) if k < steps]
+            assert len(said) == 1 and expect in said[0], said
+        if not bound:
+            cached = dit_fx.summary(pipe)["transformer"].cached_steps
+            assert cached[: len([k for k in (2, 3, 5) if k < steps])] == [k for k in (2, 3, 5) if k < steps]

@@ -70,14 +70,14 @@ class Branch:
 
 
 def mask_length_message(entries: int, steps: Optional[int]) -> str:
-    """The warning for a steps mask used on a generation of another length (``steps``: the
-    pipeline's ``num_inference_steps``; None: a loop that has just run past the mask's end)."""
+    """The warning for a steps mask used on a generation of another length. ``steps``: a pipeline
+    call's shorter ``num_inference_steps``; None: a generation that has just run past the mask's end
+    (however it is driven, so a longer pipeline call is told here, once)."""
     if steps is None:
-        what = f"this generation runs past its end (step {entries})"
+        what, effect = (f"this generation runs past its end (step {entries})",
+                        "steps past its end take the threshold decision (computed when the diff reaches residual_diff_threshold)")
     else:
-        what = f"this pipeline call runs num_inference_steps={steps}"
-    effect = ("steps past its end take the threshold decision (computed when the diff reaches residual_diff_threshold)"
-              if steps is None or steps > entries else f"only its first {steps} entries are used")
+        what, effect = f"this pipeline call runs num_inference_steps={steps}", f"only its first {steps} entries are used"
     return (f"dit_fx: steps_computation_mask has {entries} entries but {what}: {effect}. Build the mask for the step "
             "count you run (dit_fx.steps_mask(..., total_steps=N), or dit_fx.calibrate on an N-step run), or set "
             "num_inference_steps in the config.")
@@ -223,10 +223,10 @@ class CacheContext(torch.nn.Module):
         return self._should_reuse(state, scope, branch, scope.pending)
 
     def _check_past_mask(self, state: GenerationState) -> None:
-        """A loop that runs past the steps mask's end gets one warning (the first call of that step).
-        A pipeline call is checked when it sets its timesteps (``Session.expect_pipeline_steps``)."""
+        """A generation that runs past the steps mask's end gets one warning (the first call of that
+        step). A shorter pipeline call is told when it sets its timesteps (``Session.expect_pipeline_steps``)."""
         mask, tracker = self.config.steps_computation_mask, state.tracker
-        if mask is not None and not state.per_call and tracker.step == len(mask) and tracker.call_in_step == 0:
+        if mask is not None and tracker.step == len(mask) and tracker.call_in_step == 0:
             warnings.warn(mask_length_message(len(mask), None), UserWarning, stacklevel=2)
 
     def _gate(self, branch: Branch, step: int) -> Optional[bool]:
